@@ -1,0 +1,250 @@
+import os
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from dreamer_core import replay as replay_module
+from dreamer_core.replay import Replay, load_episode
+
+
+def make_episode(length, start=0, image_size=4, action_dim=2, seed=0):
+    """An episode of `length` steps (length + 1 rows) with a `step` counter starting at `start`."""
+    rng = np.random.default_rng(seed)
+    rows = length + 1
+    return {
+        'image': rng.integers(0, 256, (rows, image_size, image_size, 3), dtype=np.uint8),
+        'action': rng.normal(size=(rows, action_dim)).astype(np.float32),
+        'reward': rng.normal(size=rows).astype(np.float32),
+        'discount': np.ones(rows, np.float32),
+        'reset': np.arange(rows) == 0,
+        'done': np.arange(rows) == rows - 1,
+        'step': np.arange(start, start + rows, dtype=np.int64),
+    }
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Distinct, increasing file-name timestamps (real ones repeat within one second)."""
+    times = iter(f'20240101T{h:02d}{m:02d}00' for h in range(24) for m in range(60))
+    monkeypatch.setattr(replay_module, '_timestamp', lambda: next(times))
+
+
+def in_memory_step_starts(replay):
+    return sorted(int(ep['step'][0]) for ep in replay._episodes)
+
+
+def test_add_then_reload_gives_identical_arrays(tmp_path):
+    episode = make_episode(5)
+    path = Replay(tmp_path / 'a' / 'b').add(episode)
+    loaded = Replay(tmp_path / 'a' / 'b')._episodes
+    assert len(loaded) == 1
+    assert set(loaded[0]) == set(episode)
+    for key, value in episode.items():
+        assert loaded[0][key].dtype == value.dtype
+        np.testing.assert_array_equal(loaded[0][key], value)
+        np.testing.assert_array_equal(load_episode(path)[key], value)
+
+
+def test_file_name_pattern_and_length(tmp_path):
+    path = Replay(tmp_path).add(make_episode(7))
+    assert re.fullmatch(r'\d{8}T\d{6}-[0-9a-f]{32}-7\.npz', path.name)
+    assert path.parent == tmp_path
+
+
+def test_atomic_write_leaves_no_temp_and_temp_is_not_npz(tmp_path, monkeypatch):
+    seen = []
+    original = os.replace
+
+    def spy(src, dst):
+        seen.append((str(src), str(dst)))
+        return original(src, dst)
+
+    monkeypatch.setattr(os, 'replace', spy)
+    path = Replay(tmp_path).add(make_episode(3))
+    assert len(seen) == 1
+    source, target = seen[0]
+    assert target == str(path)
+    assert not source.endswith('.npz')
+    assert os.path.dirname(source) == str(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+
+
+def test_failed_write_removes_temp_file(tmp_path, monkeypatch):
+    def fail(src, dst):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(os, 'replace', fail)
+    with pytest.raises(OSError, match='disk full'):
+        Replay(tmp_path).add(make_episode(3))
+    assert os.listdir(tmp_path) == []
+
+
+def test_total_steps_resume_from_file_names(tmp_path):
+    replay = Replay(tmp_path)
+    for length in (3, 4, 6):
+        replay.add(make_episode(length))
+    assert (replay.total_steps, replay.total_episodes) == (13, 3)
+    restarted = Replay(tmp_path)
+    assert (restarted.total_steps, restarted.total_episodes) == (13, 3)
+    assert (restarted.num_steps, restarted.num_episodes) == (13, 3)
+
+
+def test_capacity_drops_oldest_from_memory_but_keeps_files(tmp_path, clock):
+    replay = Replay(tmp_path, capacity=10)
+    for i in range(4):
+        replay.add(make_episode(4, start=100 * i))
+    assert in_memory_step_starts(replay) == [200, 300]
+    assert (replay.num_steps, replay.num_episodes) == (8, 2)
+    assert (replay.total_steps, replay.total_episodes) == (16, 4)
+    assert len(list(tmp_path.glob('*.npz'))) == 4
+
+
+def test_capacity_always_keeps_newest_episode(tmp_path):
+    replay = Replay(tmp_path, capacity=3)
+    replay.add(make_episode(2, start=0))
+    replay.add(make_episode(9, start=100))
+    assert in_memory_step_starts(replay) == [100]
+    assert replay.num_steps == 9
+
+
+def test_reload_newest_first_under_capacity(tmp_path, clock):
+    writer = Replay(tmp_path)
+    for i in range(5):
+        writer.add(make_episode(4, start=100 * i))
+    restarted = Replay(tmp_path, capacity=9)
+    assert in_memory_step_starts(restarted) == [300, 400]
+    assert restarted.num_steps == 8
+    assert restarted.total_steps == 20
+    # Memory stays ordered oldest first, so the next add drops episode 300 first.
+    restarted.add(make_episode(4, start=500))
+    assert in_memory_step_starts(restarted) == [400, 500]
+
+
+def test_corrupt_files_are_skipped_with_warning_and_kept(tmp_path, clock):
+    replay = Replay(tmp_path)
+    good = replay.add(make_episode(4, start=0))
+    truncated = replay.add(make_episode(4, start=100))
+    truncated.write_bytes(truncated.read_bytes()[:len(truncated.read_bytes()) // 2])
+    garbage = tmp_path / '20240101T235900-deadbeef-5.npz'
+    garbage.write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.warns(RuntimeWarning) as record:
+        restarted = Replay(tmp_path)
+    messages = ' '.join(str(w.message) for w in record)
+    assert truncated.name in messages and garbage.name in messages
+    assert good.name not in messages
+    assert in_memory_step_starts(restarted) == [0]
+    assert garbage.exists() and truncated.exists()
+
+
+def test_obs_shapes_mismatch_names_file_and_shapes(tmp_path):
+    path = Replay(tmp_path).add(make_episode(3, image_size=4))
+    with pytest.raises(ValueError) as info:
+        Replay(tmp_path, obs_shapes={'image': (8, 8, 3)})
+    message = str(info.value)
+    assert path.name in message
+    assert '(4, 4, 3)' in message and '(8, 8, 3)' in message
+    assert 'new logdir' in message
+    assert Replay(tmp_path, obs_shapes={'image': (4, 4, 3)}).num_episodes == 1
+
+
+@pytest.mark.parametrize('bad, match', [
+    ([1, 2], 'dict'),
+    ({'action': np.zeros((1, 2))}, 'at least 2 rows'),
+    ({'action': np.zeros((3, 2)), 'reward': np.zeros(4)}, 'same first dimension'),
+])
+def test_add_rejects_bad_episodes(tmp_path, bad, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        Replay(tmp_path).add(bad)
+    assert os.listdir(tmp_path) == []
+
+
+def test_sampled_windows_are_contiguous_slices(tmp_path):
+    replay = Replay(tmp_path, seed=3)
+    episodes = {}
+    for i, length in enumerate((5, 9, 14)):
+        episodes[100 * i] = make_episode(length, start=100 * i, seed=i)
+        replay.add(episodes[100 * i])
+    batch = replay.sample(batch=32, length=6, oversample_ends=True)
+    assert batch['image'].shape == (32, 6, 4, 4, 3)
+    assert batch['action'].shape == (32, 6, 2)
+    for b in range(32):
+        steps = batch['step'][b]
+        np.testing.assert_array_equal(np.diff(steps), 1)
+        source = episodes[int(steps[0]) // 100 * 100]
+        index = int(steps[0]) % 100
+        for key, value in source.items():
+            np.testing.assert_array_equal(batch[key][b], value[index: index + 6])
+
+
+def test_sampling_is_reproducible_with_seed(tmp_path):
+    Replay(tmp_path).add(make_episode(20))
+    first = Replay(tmp_path, seed=7).sample(4, 5, True)['step']
+    second = Replay(tmp_path, seed=7).sample(4, 5, True)['step']
+    np.testing.assert_array_equal(first, second)
+
+
+def start_index_frequencies(tmp_path, total, length, oversample_ends, draws=20000):
+    replay = Replay(tmp_path, seed=0)
+    replay.add(make_episode(total - 1))
+    starts = replay.sample(draws, length, oversample_ends)['step'][:, 0]
+    return np.bincount(starts, minlength=total - length + 1) / draws
+
+
+def test_start_index_uniform_without_oversampling(tmp_path):
+    total, length = 10, 4
+    freq = start_index_frequencies(tmp_path, total, length, oversample_ends=False)
+    assert len(freq) == total - length + 1
+    np.testing.assert_allclose(freq, 1 / (total - length + 1), atol=0.02)
+
+
+def test_oversample_ends_puts_extra_mass_on_last_start(tmp_path):
+    total, length = 10, 4
+    freq = start_index_frequencies(tmp_path, total, length, oversample_ends=True)
+    assert len(freq) == total - length + 1
+    assert freq[-1] == pytest.approx((length + 1) / (total + 1), abs=0.02)
+    np.testing.assert_allclose(freq[:-1], 1 / (total + 1), atol=0.02)
+
+
+def test_short_episodes_are_skipped(tmp_path):
+    replay = Replay(tmp_path)
+    replay.add(make_episode(2, start=0))
+    replay.add(make_episode(10, start=100))
+    starts = replay.sample(50, 5, False)['step'][:, 0]
+    assert np.all(starts >= 100)
+
+
+def test_all_episodes_too_short_error(tmp_path):
+    replay = Replay(tmp_path)
+    replay.add(make_episode(3))
+    with pytest.raises(ValueError, match='shorter than dataset.length'):
+        replay.sample(2, 10, True)
+
+
+def test_dataset_shapes_and_dtypes(tmp_path):
+    import dreamer_core  # noqa: F401  (sets the Keras flavour before TensorFlow loads)
+    import tensorflow as tf
+
+    replay = Replay(tmp_path)
+    episode = make_episode(8)
+    replay.add(episode)
+    batch = next(iter(replay.dataset(batch=3, length=5, oversample_ends=False)))
+    assert set(batch) == set(episode)
+    for key, value in episode.items():
+        assert batch[key].shape == (3, 5) + value.shape[1:]
+        assert batch[key].dtype == tf.as_dtype(value.dtype)
+    steps = batch['step'].numpy()
+    np.testing.assert_array_equal(np.diff(steps, axis=1), 1)
+
+
+def test_dataset_on_empty_replay_errors(tmp_path):
+    with pytest.raises(ValueError, match='empty'):
+        Replay(tmp_path).dataset(2, 3, True)
+
+
+def test_no_warnings_on_clean_reload(tmp_path):
+    Replay(tmp_path).add(make_episode(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert Replay(tmp_path).num_episodes == 1
