@@ -119,6 +119,8 @@ def _check_states(warm_up, post_mean, **others):
 class TPCLoss(tf.Module):
     """The TPC variant's loss terms, in the interface the shared world model calls."""
 
+    terms = ('tpc', 'csc', 'spc')
+
     def __init__(self, config, wm):
         super().__init__(name='tpc_loss')
         del wm  # TPC needs nothing from the world model beyond what __call__ receives.
