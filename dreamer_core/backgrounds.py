@@ -41,6 +41,14 @@ def mask_and_composite(image, background):
     return np.where(mask[..., None], background, image)
 
 
+def describe_error(error, limit=300):
+    """`Type: message` on one line; a long ffmpeg stderr dump is cut to its last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = ' ... '.join(lines[:1] + lines[-1:] if len(lines) > 1 else lines)
+    text = f'{type(error).__name__}: {text}'
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
 def list_videos(directory):
     """Video files directly in `directory`, sorted by name."""
     directory = pathlib.Path(directory)
@@ -172,8 +180,8 @@ class VideoBackground:
             frames = decode_video(path, self.image_size, self.max_frames)
         except Exception as error:  # any decoder failure means: skip this file for good
             warnings.warn(f'Skipping background video {path}: it cannot be read '
-                          f'({type(error).__name__}: {error}).', RuntimeWarning, stacklevel=3)
-            pass
+                          f'({describe_error(error)}).', RuntimeWarning, stacklevel=3)
+            self.unreadable.add(path)
             return None
         self.decode_counts[path] += 1
         self._cache[path] = frames

@@ -235,3 +235,11 @@ def test_bad_calls_are_clear_errors(folders):
     bg.reset()
     with pytest.raises(ValueError, match='image_size'):
         bg.apply(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_describe_error_keeps_first_and_last_line_and_is_bounded():
+    error = OSError('Could not load meta\n=== stderr ===\n\n banner \n Invalid data \n')
+    assert backgrounds.describe_error(error) == 'OSError: Could not load meta ... Invalid data'
+    assert backgrounds.describe_error(ValueError('short')) == 'ValueError: short'
+    long = backgrounds.describe_error(RuntimeError('x' * 1000), limit=50)
+    assert len(long) == 50 and long.endswith('...')
