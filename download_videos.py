@@ -14,7 +14,9 @@ as `{youtube_id}_{start:06d}_{end:06d}.mp4`. Runs are resumable: a clip already 
 readable is skipped, downloads land under a temporary name (`*.download`, never a video
 extension) and are renamed only when complete and readable. `--from-dir DIR` imports videos you
 already have instead of downloading. Many Kinetics videos are gone from YouTube: every failure
-is listed with its reason in the summary and in <out>/report.json.
+is listed with its reason in the summary and in <out>/report.json. Exit code 0 when every
+requested split ends with at least one video, else 1 (also when the run could not start:
+missing yt-dlp, annotations or label).
 """
 import argparse
 import csv
@@ -27,6 +29,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import typing
 import urllib.request
 
 import imageio.v3 as iio
@@ -58,11 +61,11 @@ class PermanentDownloadError(RuntimeError):
     """The video is gone (removed, private, ...): do not retry."""
 
 
-class Clip:
+class Clip(typing.NamedTuple):
     """One annotation row: a [start, end] second range of a YouTube video."""
-
-    def __init__(self, youtube_id, start, end):
-        self.youtube_id, self.start, self.end = youtube_id, start, end
+    youtube_id: str
+    start: int
+    end: int
 
     @property
     def stem(self):

@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from dreamer_core import expl, tools
+from dreamer_core import expl, faults, tools
 from dreamer_core.actor_critic import ActorCritic
 from dreamer_core.world_model import WorldModel
 
@@ -128,11 +128,16 @@ class Agent(tf.Module):
     meta = dict(self._signature(), names=[n for n, _ in pairs])
     arrays['meta'] = np.array(json.dumps(meta))
     tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+      with open(tmp, 'wb') as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+      faults.kill_point('checkpoint')
+      os.replace(tmp, path)
+    except BaseException:
+      tmp.unlink(missing_ok=True)  # the previous checkpoint stays as it was
+      raise
 
   def load(self, path):
     """Restore every variable; a checkpoint of another agent or size is a clear error."""

@@ -140,10 +140,9 @@ class DMC:
             'discount': np.float32(discount), 'reset': reset, 'done': time_step.last()}
 
   def close(self):
-    try:
-      self._env.close()
-    except Exception:  # Closing a renderer at interpreter exit may fail harmlessly.
-      pass
+    # Free the rendering contexts now: freed at interpreter exit, they race dm_control's
+    # render thread shutting down and print spurious tracebacks.
+    self._env.physics.free()
 
 
 class Atari:

@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from dreamer_core import faults
+
 
 def load_episode(path):
     """Read every array of one .npz episode into memory (so corruption surfaces here)."""
@@ -60,6 +62,7 @@ def _write_atomic(path, episode):
             np.savez_compressed(handle, **episode)
             handle.flush()
             os.fsync(handle.fileno())
+        faults.kill_point('episode')
         os.replace(handle.name, path)
     except BaseException:
         pathlib.Path(handle.name).unlink(missing_ok=True)
@@ -79,6 +82,10 @@ def _fsync_directory(directory):
         pass
     finally:
         os.close(fd)
+
+
+class ReplayError(ValueError):
+    """Replay on disk does not fit this run's config."""
 
 
 class Replay:
@@ -110,6 +117,8 @@ class Replay:
         return len(self._episodes)
 
     def _load(self):
+        for stale in self._directory.glob('.*.tmp'):  # left by a run killed mid-write
+            stale.unlink(missing_ok=True)
         paths = sorted(self._directory.glob('*.npz'))
         self.total_episodes = len(paths)
         self.total_steps = sum(_length_from_name(p) or 0 for p in paths)
@@ -141,11 +150,11 @@ class Replay:
     def _check_shapes(self, episode, source):
         for key, expected in self._obs_shapes.items():
             if key not in episode:
-                raise ValueError(f'{source} has no "{key}" array (keys: {sorted(episode)}); '
+                raise ReplayError(f'{source} has no "{key}" array (keys: {sorted(episode)}); '
                                  f'the config expects observations {self._obs_shapes}.')
             found = episode[key].shape[1:]
             if found != expected:
-                raise ValueError(
+                raise ReplayError(
                     f'{source} stores "{key}" with per-step shape {found}, but the config '
                     f'expects {expected}. The config probably changed since this logdir was '
                     f'written (e.g. image_size or grayscale); use a new logdir.')

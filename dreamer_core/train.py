@@ -12,10 +12,14 @@ import numpy as np
 
 from dreamer_core import config as config_lib
 from dreamer_core import envs as envs_lib
+from dreamer_core import faults
 from dreamer_core.logger import Logger, Progress
 from dreamer_core.replay import Replay
 
 CHECKPOINT = 'variables.npz'
+# Under mixed precision a non-finite step is skipped (and the loss scale lowered); this many
+# skipped updates in a row means the run has diverged.
+MAX_SKIPPED = 50
 
 
 class Stop(Exception):
@@ -35,15 +39,36 @@ def main(argv, variant_dir, repr_loss, variant):
   try:
     config = config_lib.load(argv, variant_dir)
     envs_lib.validate_task(config.task)
+    check_config(config)
     logdir = prepare_logdir(config.logdir)
   except (config_lib.ConfigError, envs_lib.TaskError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   try:
     return run(config, logdir, pathlib.Path(variant_dir).parent, repr_loss, variant)
+  except SetupError as e:
+    print(f'error: {e.__cause__}', file=sys.stderr)
+    return 2
   except FloatingPointError as e:
     print(f'error: {e} The last good checkpoint in {logdir} is kept.', file=sys.stderr)
     return 1
+
+
+class SetupError(Exception):
+  """Bad input found while building the run (replay, envs, agent, checkpoint)."""
+
+
+def check_config(config):
+  if config.precision not in (16, 32):
+    raise config_lib.ConfigError(f'precision is {config.precision}: use 16 or 32.')
+  if config.time_limit and config.replay_size < config.time_limit:
+    raise config_lib.ConfigError(
+        f'replay_size ({config.replay_size} steps) is smaller than one episode '
+        f'({config.time_limit} steps after action repeat): raise --replay_size.')
+  if config.dataset.length > config.time_limit > 0:
+    raise config_lib.ConfigError(
+        f'dataset.length ({config.dataset.length}) is longer than an episode '
+        f'({config.time_limit} steps after action repeat): lower --dataset.length.')
 
 
 def prepare_logdir(logdir):
@@ -76,8 +101,6 @@ def setup_tensorflow(config):
     print('No GPU found: running precision 16 as 32 (mixed float16 is ~20x slower on a CPU).')
   elif config.precision == 16:
     keras.mixed_precision.set_global_policy('mixed_float16')
-  elif config.precision != 32:
-    raise config_lib.ConfigError(f'precision is {config.precision}: use 16 or 32.')
   return tf
 
 
@@ -91,25 +114,39 @@ def run(config, logdir, variant_root, repr_loss, variant):
   tf = setup_tensorflow(config)
   config.save(logdir / 'config.yaml')
   print(f'Logdir {logdir}')
+  from dreamer_core.agent import CheckpointError
+  from dreamer_core.backgrounds import BackgroundError
+  from dreamer_core.replay import ReplayError
+  bad_input = (CheckpointError, BackgroundError, ReplayError, ValueError)
   obs_shapes = {'image': envs_lib.obs_shape(config)}
-  train_replay = Replay(logdir / 'train_replay', config.replay_size, config.seed, obs_shapes)
-  eval_replay = Replay(logdir / 'eval_replay', config.replay_size, config.seed + 1, obs_shapes)
-  step = Counter(train_replay.total_steps)
-  resume = step.value
-  make = lambda mode, i: envs_lib.make_env(
-      config, mode, variant_root, seed=env_seed(config, mode, i, resume))
-  train_envs = [make('train', i) for i in range(config.num_envs)]
-  eval_envs = [make('eval', i) for i in range(config.num_envs)]
+  try:
+    train_replay = Replay(logdir / 'train_replay', config.replay_size, config.seed, obs_shapes)
+    eval_replay = Replay(logdir / 'eval_replay', config.replay_size, config.seed + 1, obs_shapes)
+    step = Counter(train_replay.total_steps)
+    resume = step.value
+    make = lambda mode, i: envs_lib.make_env(
+        config, mode, variant_root, seed=env_seed(config, mode, i, resume))
+    train_envs = [make('train', i) for i in range(config.num_envs)]
+    eval_envs = [make('eval', i) for i in range(config.num_envs)]
+  except bad_input as e:
+    raise SetupError() from e
   obs_shape = train_envs[0].obs_shape
   assert obs_shape == obs_shapes['image'], (obs_shape, obs_shapes)
   act_space = train_envs[0].act_space
   logger = Logger(logdir, multiplier=config.action_repeat)
   loop = Loop(config, logdir, logger, step, train_replay, eval_replay, train_envs, eval_envs)
+  from dreamer_core.agent import Agent
+  try:
+    # Built before prefill so that a config the agent rejects fails before anything runs.
+    agent = Agent(config, obs_shape, act_space.shape[0], act_space.discrete, repr_loss, variant)
+  except bad_input as e:
+    raise SetupError() from e
   try:
     loop.prefill(act_space)
-    from dreamer_core.agent import Agent
-    agent = Agent(config, obs_shape, act_space.shape[0], act_space.discrete, repr_loss, variant)
-    loop.start(agent)
+    try:
+      loop.start(agent)
+    except bad_input as e:
+      raise SetupError() from e
     loop.train()
   except Stop:
     loop.save()
@@ -139,6 +176,8 @@ class Loop:
                          'eval': tools.Every(config.eval_every)}
     self.eval_returns = []
     self.agent = None
+    self.updates = 0
+    self.skipped_in_a_row = 0
     self._stop_requested = None
     self.train_driver.on_episode(lambda ep: self.per_episode(ep, 'train'))
     self.eval_driver.on_episode(lambda ep: self.per_episode(ep, 'eval'))
@@ -186,7 +225,10 @@ class Loop:
       agent = RandomAgent(act_space, self.config.seed)
       progress = Progress(missing, 'prefill steps')
       start = self.step.value
-      self.train_driver.on_step(lambda *_: progress.update(self.step.value - start))
+      def on_prefill_step(*_):
+        progress.update(self.step.value - start)
+        faults.kill_point('prefill')
+      self.train_driver.on_step(on_prefill_step)
       self.train_driver(agent, steps=missing)
       self.train_driver._on_steps.pop()
       progress.close()
@@ -219,9 +261,27 @@ class Loop:
       progress.close()
 
   def update(self):
-    mets = self.agent.train(next(self.train_data))
+    import tensorflow as tf
+    try:
+      mets = self.agent.train(next(self.train_data))
+    except tf.errors.InvalidArgumentError as e:
+      if 'Tensor had' not in e.message:
+        raise
+      # check_numerics names the loss or gradient norm first in its message.
+      name = e.message.split(':')[0].strip()
+      raise FloatingPointError(
+          f'{name} is not finite at frame {self.step.value * self.config.action_repeat} '
+          f'(update {self.updates + 1}).') from None
+    self.updates += 1
+    skipped = mets.get('model_skipped', 0.0)
+    self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+    if self.skipped_in_a_row >= MAX_SKIPPED:
+      raise FloatingPointError(
+          f'{MAX_SKIPPED} updates in a row had non-finite gradients even with loss scaling, '
+          f'last at frame {self.step.value * self.config.action_repeat}.')
     for key, value in mets.items():
       self.metrics[key].append(value)
+    faults.kill_point('train')
 
   def train_step(self, transition, index):
     self.agent.step.assign(self.step.value)

@@ -264,6 +264,8 @@ def test_dynamics_backprop_through_imagination(trained_agent):
   actor_vars = ac.actor.trainable_variables
   assert_all_nonzero(tape.gradient(actor_loss, actor_vars), actor_vars, 'actor loss')
   assert_all_nonzero(tape.gradient(target, rssm_vars), rssm_vars, 'lambda return')
+  # The return depends on the actor only through the imagined actions fed to img_step.
+  assert_all_nonzero(tape.gradient(target, actor_vars), actor_vars, 'lambda return')
 
 
 def test_grad_heads_naming_a_missing_head_raises():
