@@ -24,13 +24,13 @@ def load_loss(variant):
   return getattr(mod, cls)
 
 
-def build_agent(variant, flags=(), act_dim=6):
-  """Agent of `variant` with its published DMC config plus `flags`; returns (agent, config)."""
+def build_agent(variant, flags=(), act_dim=6, blocks=()):
+  """Agent of `variant` with its published DMC config, `blocks` and `flags`; (agent, config)."""
   from dreamer_core import config as config_lib
   from dreamer_core.agent import Agent
   from dreamer_core.train import setup_tensorflow
   _, _, name, configs = VARIANTS[variant]
-  argv = ['--configs', *configs, '--precision', '32', *flags]
+  argv = ['--configs', *configs, *blocks, '--precision', '32', *flags]
   config = config_lib.load(argv, REPO / variant / 'dreamerv2')
   setup_tensorflow(config)
   obs_shape = tuple(config.image_size) + (3,)

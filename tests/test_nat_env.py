@@ -129,6 +129,12 @@ def test_train_and_eval_envs_show_their_folders_and_leave_the_robot_alone(folder
   test_videos = {spec[0] for spec in TEST.values()}
   assert {video for video, _ in seen['train']} <= train_videos
   assert {video for video, _ in seen['eval']} <= test_videos
+  # Each reset draws a new clip and start rather than carrying on where the last episode ended.
+  lengths = {video: length for video, length, _ in [*TRAIN.values(), *TEST.values()]}
+  carried_on = [(video, (start + STEPS + 1) % lengths[video]) for episodes in seen.values()
+                for video, start in episodes[:-1]]
+  fresh = [episode for episodes in seen.values() for episode in episodes[1:]]
+  assert carried_on != fresh
 
 
 def test_relative_bg_paths_resolve_against_the_variant_folder(folders, opened):
