@@ -75,8 +75,11 @@ def validate_task(task):
       raise TaskError(f'Unknown task {task!r}: {name!r} is not a DeepMind Control task.{hint}')
     return
   if suite == 'atari':
-    if not name:
-      raise TaskError(f'Task {task!r} names no game: use e.g. atari_pong.')
+    _, roms = _import_ale()
+    if name not in roms.get_all_rom_ids():
+      close = difflib.get_close_matches(name, roms.get_all_rom_ids(), n=3)
+      hint = f' Did you mean {", ".join("atari_" + c for c in close)}?' if close else ''
+      raise TaskError(f'Unknown task {task!r}: {name!r} is not an Atari game.{hint}')
     return
   raise TaskError(f'Unknown task suite in {task!r}: tasks are dmc_<domain>_<task>, '
                   'nat_<domain>_<task> or atari_<game> (e.g. dmc_walker_walk).')
@@ -150,18 +153,16 @@ class Atari:
 
   def __init__(self, game, action_repeat=4, size=(64, 64), grayscale=True, noops=30,
                sticky=0.25, seed=0):
-    try:
-      import ale_py
-    except ImportError as e:
-      raise ImportError('Atari tasks need ale-py: pip install ale-py==0.12.*') from e
+    ale_py, roms = _import_ale()
+    if game not in roms.get_all_rom_ids():
+      close = difflib.get_close_matches(game, roms.get_all_rom_ids(), n=3)
+      raise TaskError(f'Unknown Atari game {game!r}.' + (f' Did you mean {close}?' if close else ''))
     self._ale = ale_py.ALEInterface()
-    self._ale.setInt('random_seed', seed)
+    self._ale.setInt('random_seed', int(seed))
     self._ale.setFloat('repeat_action_probability', sticky)
-    rom = getattr(ale_py.roms, ''.join(p.capitalize() for p in game.split('_')), None)
-    if rom is None:
-      raise TaskError(f'Unknown Atari game {game!r}.')
-    self._ale.loadROM(rom)
-    self._actions = self._ale.getLegalActionSet()
+    self._ale.setLoggerMode(ale_py.LoggerMode.Error)
+    self._ale.loadROM(str(roms.get_rom_path(game)))
+    self._actions = self._ale.getLegalActionSet()  # the full action space
     self._repeat, self._size, self._gray, self._noops = action_repeat, tuple(size), grayscale, noops
     self._rng = np.random.default_rng(seed)
     self.act_space = Space((len(self._actions),), 0, 1, discrete=True)
@@ -205,6 +206,15 @@ class Atari:
 
   def close(self):
     pass
+
+
+def _import_ale():
+  try:
+    import ale_py
+    import ale_py.roms
+  except ImportError as e:
+    raise TaskError('Atari tasks need ale-py (it ships the ROMs): pip install ale-py==0.12.1') from e
+  return ale_py, ale_py.roms
 
 
 class NormalizeAction:
