@@ -17,7 +17,7 @@ import numpy as np
 
 from common import REPO  # noqa: F401  (puts the repository root on sys.path)
 from dreamer_core import envs
-from dreamer_core.backgrounds import VideoBackground
+from dreamer_core.backgrounds import BackgroundError, VideoBackground, list_videos
 
 SIZE = (64, 64)
 REPEAT = 2
@@ -100,8 +100,13 @@ def main():
   args = parser.parse_args()
   if args.episodes < 1:
     parser.error(f'--episodes must be >= 1, got {args.episodes}.')
-  for task in args.tasks:
-    envs.validate_task(f'dmc_{task}')
+  try:
+    for task in args.tasks:
+      envs.validate_task(f'dmc_{task}')
+    if args.videos is not None:
+      list_videos(args.videos)
+  except (envs.TaskError, BackgroundError) as error:
+    parser.error(str(error))
   with tempfile.TemporaryDirectory() as scratch:
     videos = args.videos
     if videos is None:

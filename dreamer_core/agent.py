@@ -139,24 +139,18 @@ class Agent(tf.Module):
       tmp.unlink(missing_ok=True)  # the previous checkpoint stays as it was
       raise
 
+  def check_checkpoint(self, path):
+    """Raise CheckpointError unless `path` is readable and of this variant and model size
+    (reads only the small metadata entry)."""
+    path = pathlib.Path(path)
+    meta = _read_checkpoint(path, keys=['meta'])['meta']
+    self._check_signature(path, json.loads(str(meta)))
+
   def load(self, path):
     """Restore every variable; a checkpoint of another agent or size is a clear error."""
     path = pathlib.Path(path)
-    try:
-      with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    except Exception as e:
-      raise CheckpointError(f'Cannot read checkpoint {path}: {e}. Delete it to start the agent '
-                            'from scratch (replay is kept), or use another --logdir.') from e
-    meta = json.loads(str(arrays.pop('meta')))
-    mine = self._signature()
-    theirs = {k: meta.get(k) for k in mine}
-    if theirs != mine:
-      diff = {k: (theirs[k], mine[k]) for k in mine if theirs[k] != mine[k]}
-      raise CheckpointError(
-          f'Checkpoint {path} was written by another agent or model size: '
-          + '; '.join(f'{k}: checkpoint {a} vs this run {b}' for k, (a, b) in diff.items())
-          + '. Use a new --logdir or the same variant and config.')
+    arrays = _read_checkpoint(path)
+    self._check_signature(path, json.loads(str(arrays.pop('meta'))))
     pairs = self.checkpoint_variables()
     if len(pairs) != len(arrays):
       raise CheckpointError(f'Checkpoint {path} holds {len(arrays)} variables, this agent has '
@@ -167,3 +161,23 @@ class Agent(tf.Module):
         raise CheckpointError(f'Checkpoint {path}: {name} has shape {value.shape}, this agent '
                               f'expects {tuple(var.shape)}. Use a new --logdir.')
       var.assign(value)
+
+  def _check_signature(self, path, meta):
+    mine = self._signature()
+    theirs = {k: meta.get(k) for k in mine}
+    if theirs != mine:
+      diff = {k: (theirs[k], mine[k]) for k in mine if theirs[k] != mine[k]}
+      raise CheckpointError(
+          f'Checkpoint {path} was written by another agent or model size: '
+          + '; '.join(f'{k}: checkpoint {a} vs this run {b}' for k, (a, b) in diff.items())
+          + '. Use a new --logdir or the same variant and config.')
+
+
+def _read_checkpoint(path, keys=None):
+  """The arrays of a checkpoint (only `keys` when given); unreadable is a CheckpointError."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {k: data[k] for k in (data.files if keys is None else keys)}
+  except Exception as e:
+    raise CheckpointError(f'Cannot read checkpoint {path}: {e}. Delete it to start the agent '
+                          'from scratch (replay is kept), or use another --logdir.') from e

@@ -70,9 +70,8 @@ def validate_task(task):
   if suite in ('dmc', 'nat'):
     known = dmc_tasks()
     if name not in known:
-      close = difflib.get_close_matches(name, sorted(known), n=3)
-      hint = f' Did you mean {", ".join(f"{suite}_{c}" for c in close)}?' if close else ''
-      raise TaskError(f'Unknown task {task!r}: {name!r} is not a DeepMind Control task.{hint}')
+      raise TaskError(f'Unknown task {task!r}: {name!r} is not a DeepMind Control task.'
+                      + _dmc_hint(suite, name, known))
     return
   if suite == 'atari':
     _, roms = _import_ale()
@@ -83,6 +82,17 @@ def validate_task(task):
     return
   raise TaskError(f'Unknown task suite in {task!r}: tasks are dmc_<domain>_<task>, '
                   'nat_<domain>_<task> or atari_<game> (e.g. dmc_walker_walk).')
+
+
+def _dmc_hint(suite, name, known):
+  """Close task names, or else the domains to choose from (an unknown domain has no match)."""
+  close = difflib.get_close_matches(name, sorted(known), n=3)
+  if close:
+    return f' Did you mean {", ".join(f"{suite}_{c}" for c in close)}?'
+  from dm_control import suite as dmc_suite
+  domains = sorted({domain for domain, _ in dmc_suite.ALL_TASKS} | set(DOMAIN_ALIASES))
+  return (f' Tasks are {suite}_<domain>_<task> with a domain from: {", ".join(domains)} '
+          f'(e.g. {suite}_walker_walk).')
 
 
 class Space:

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import signal
 import sys
 import time
@@ -112,7 +113,6 @@ def env_seed(config, mode, index, resume_steps):
 
 def run(config, logdir, variant_root, repr_loss, variant):
   tf = setup_tensorflow(config)
-  config.save(logdir / 'config.yaml')
   print(f'Logdir {logdir}')
   from dreamer_core.agent import CheckpointError
   from dreamer_core.backgrounds import BackgroundError
@@ -133,21 +133,29 @@ def run(config, logdir, variant_root, repr_loss, variant):
   obs_shape = train_envs[0].obs_shape
   assert obs_shape == obs_shapes['image'], (obs_shape, obs_shapes)
   act_space = train_envs[0].act_space
-  logger = Logger(logdir, multiplier=config.action_repeat)
-  loop = Loop(config, logdir, logger, step, train_replay, eval_replay, train_envs, eval_envs)
   from dreamer_core.agent import Agent
   try:
     # Built before prefill so that a config the agent rejects fails before anything runs.
     agent = Agent(config, obs_shape, act_space.shape[0], act_space.discrete, repr_loss, variant)
+    if (logdir / CHECKPOINT).exists():
+      # Before config.yaml and the logs are written: a logdir of another run stays as it was.
+      agent.check_checkpoint(logdir / CHECKPOINT)
   except bad_input as e:
     raise SetupError() from e
+  config.save(logdir / 'config.yaml')
+  logger = Logger(logdir, multiplier=config.action_repeat)
+  loop = Loop(config, logdir, logger, step, train_replay, eval_replay, train_envs, eval_envs)
   try:
-    loop.prefill(act_space)
     try:
-      loop.start(agent)
-    except bad_input as e:
+      loop.prefill(act_space)
+      try:
+        loop.start(agent)
+      except bad_input as e:
+        raise SetupError() from e
+      loop.train()
+    except BackgroundError as e:
+      # Videos are decoded at the first env reset: in prefill, or in evaluation when resumed.
       raise SetupError() from e
-    loop.train()
   except Stop:
     loop.save()
     print(f'Stopped at frame {step.value * config.action_repeat}; checkpoint and replay saved. '
@@ -265,12 +273,13 @@ class Loop:
     try:
       mets = self.agent.train(next(self.train_data))
     except tf.errors.InvalidArgumentError as e:
-      if 'Tensor had' not in e.message:
+      # check_numerics reports '<name> : Tensor had NaN values' after an eager or graph prefix.
+      match = re.search(r'(\w+) : Tensor had (\w+) values', e.message)
+      if not match:
         raise
-      # check_numerics names the loss or gradient norm first in its message.
-      name = e.message.split(':')[0].strip()
+      name, kind = match.groups()
       raise FloatingPointError(
-          f'{name} is not finite at frame {self.step.value * self.config.action_repeat} '
+          f'{name} is not finite ({kind}) at frame {self.step.value * self.config.action_repeat} '
           f'(update {self.updates + 1}).') from None
     self.updates += 1
     skipped = mets.get('model_skipped', 0.0)
