@@ -35,6 +35,9 @@ def setup_rendering():
   backend = os.environ['MUJOCO_GL']
   if backend == 'osmesa':
     os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
+    # The other order crashes too: TensorFlow imported after Mesa segfaults. Loading TensorFlow
+    # first makes every process safe, whatever it imports later.
+    import tensorflow  # noqa: F401
     _preload('OSMesa', 'libosmesa6')
   elif backend == 'egl':
     os.environ.setdefault('PYOPENGL_PLATFORM', 'egl')
