@@ -426,3 +426,17 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
   saved = np.load(path)
   for i, (name, var) in enumerate(fresh.checkpoint_variables()):
     np.testing.assert_array_equal(var.numpy(), saved[f'v{i:05d}'], err_msg=name)
+
+
+def test_fast_first_decoder_layer_equals_keras_transposed_convolution():
+  """The 1x1-input layer computes exactly what Conv2DTranspose computes with its weights."""
+  x = tf.random.normal([7, 1, 1, 12], seed=1)
+  fast = nets.ConvTransposeFrom1x1(5, 5, 2, activation='elu')
+  plain = keras.layers.Conv2DTranspose(5, 5, 2, activation='elu')
+  fast(x), plain(x)
+  assert [v.shape for v in fast.weights] == [v.shape for v in plain.weights]
+  plain.kernel.assign(tf.random.normal(plain.kernel.shape, seed=2))
+  plain.bias.assign(tf.random.normal(plain.bias.shape, seed=3))
+  fast.kernel.assign(plain.kernel)
+  fast.bias.assign(plain.bias)
+  np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
