@@ -18,6 +18,7 @@ is listed with its reason in the summary and in <out>/report.json. Exit code 0 w
 requested split ends with at least one video, else 1 (also when the run could not start:
 missing yt-dlp, annotations or label).
 """
+
 import argparse
 import csv
 import difflib
@@ -46,11 +47,18 @@ FORMAT = 'best[height<=360][ext=mp4]/best[height<=360]/worst[height>=360]/best'
 TMP_SUFFIX = '.download'
 SCRATCH_SUFFIX = TMP_SUFFIX + '.d'  # yt-dlp works in <name>.download.d/
 # yt-dlp messages of videos that are gone for good: retrying them only wastes time.
-PERMANENT_MARKERS = ('Video unavailable', 'Private video', 'has been removed',
-                     'account associated with this video', 'copyright', 'confirm your age')
+PERMANENT_MARKERS = (
+    'Video unavailable',
+    'Private video',
+    'has been removed',
+    'account associated with this video',
+    'copyright',
+    'confirm your age',
+)
 NO_VIDEO_HINT = (
     'Try: `pip install -U yt-dlp` (YouTube changes often), a larger --max or another --label, '
-    'or --from-dir DIR with Kinetics clips you already have.')
+    'or --from-dir DIR with Kinetics clips you already have.'
+)
 
 
 class SetupError(RuntimeError):
@@ -63,6 +71,7 @@ class PermanentDownloadError(RuntimeError):
 
 class Clip(typing.NamedTuple):
     """One annotation row: a [start, end] second range of a YouTube video."""
+
     youtube_id: str
     start: int
     end: int
@@ -75,35 +84,62 @@ class Clip(typing.NamedTuple):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description='Download Kinetics-400 clips of one label into <out>/train and <out>/test. '
-                    'Our test split is test.csv if it carries labels, else validate.csv.')
+        'Our test split is test.csv if it carries labels, else validate.csv.'
+    )
     parser.add_argument('--label', default='driving car', help='Kinetics-400 label to fetch.')
     parser.add_argument('--split', choices=('train', 'test', 'both'), default='both')
-    parser.add_argument('--max', type=int, default=None,
-                        help='Stop a split once this many of its clips are present.')
-    parser.add_argument('--out', type=pathlib.Path, default=DEFAULT_OUT,
-                        help='Folder that receives train/, test/ and report.json '
-                             '(default: kinetics400/videos next to this script).')
-    parser.add_argument('--annotations', type=pathlib.Path, default=None,
-                        help='Folder with train.csv, validate.csv, test.csv (default: download '
-                             f'{ANNOTATIONS_URL} into <out>/annotations).')
-    parser.add_argument('--retries', type=int, default=3,
-                        help='Extra attempts per clip after a failed download.')
-    parser.add_argument('--backoff', type=float, default=2.0,
-                        help='Seconds before the first retry; doubled for each further one.')
-    parser.add_argument('--from-dir', type=pathlib.Path, default=None,
-                        help='Import videos from this folder (matched to the annotations by '
-                             'YouTube id in the file name) instead of downloading.')
-    parser.add_argument('--any-names', action='store_true',
-                        help='With --from-dir: take every video file, whatever its name '
-                             '(needs --split train or --split test).')
+    parser.add_argument(
+        '--max',
+        type=int,
+        default=None,
+        help='Stop a split once this many of its clips are present.',
+    )
+    parser.add_argument(
+        '--out',
+        type=pathlib.Path,
+        default=DEFAULT_OUT,
+        help='Folder that receives train/, test/ and report.json '
+        '(default: kinetics400/videos next to this script).',
+    )
+    parser.add_argument(
+        '--annotations',
+        type=pathlib.Path,
+        default=None,
+        help='Folder with train.csv, validate.csv, test.csv (default: download '
+        f'{ANNOTATIONS_URL} into <out>/annotations).',
+    )
+    parser.add_argument(
+        '--retries', type=int, default=3, help='Extra attempts per clip after a failed download.'
+    )
+    parser.add_argument(
+        '--backoff',
+        type=float,
+        default=2.0,
+        help='Seconds before the first retry; doubled for each further one.',
+    )
+    parser.add_argument(
+        '--from-dir',
+        type=pathlib.Path,
+        default=None,
+        help='Import videos from this folder (matched to the annotations by '
+        'YouTube id in the file name) instead of downloading.',
+    )
+    parser.add_argument(
+        '--any-names',
+        action='store_true',
+        help='With --from-dir: take every video file, whatever its name '
+        '(needs --split train or --split test).',
+    )
     args = parser.parse_args(argv)
     if args.max is not None and args.max < 1:
         parser.error(f'--max must be >= 1, got {args.max}.')
     if args.retries < 0 or args.backoff < 0:
         parser.error('--retries and --backoff must be >= 0.')
     if args.any_names and (args.from_dir is None or args.split == 'both'):
-        parser.error('--any-names needs --from-dir and --split train or --split test '
-                     '(the same videos in both splits would leak test backgrounds into training).')
+        parser.error(
+            '--any-names needs --from-dir and --split train or --split test '
+            '(the same videos in both splits would leak test backgrounds into training).'
+        )
     return args
 
 
@@ -113,8 +149,10 @@ def read_annotations(path):
         reader = csv.DictReader(file)
         missing = [name for name in COLUMNS[1:] if name not in (reader.fieldnames or ())]
         if missing:
-            raise SetupError(f'{path} lacks the columns {missing} (has {reader.fieldnames}); '
-                             'expected the official Kinetics-400 CSVs.')
+            raise SetupError(
+                f'{path} lacks the columns {missing} (has {reader.fieldnames}); '
+                'expected the official Kinetics-400 CSVs.'
+            )
         return list(reader)
 
 
@@ -140,23 +178,27 @@ def select_clips(source, label):
     for row in rows:
         if (row.get('label') or '').strip().lower() != wanted:
             continue
-        clip = Clip(row['youtube_id'].strip(), int(float(row['time_start'])),
-                    int(float(row['time_end'])))
+        clip = Clip(
+            row['youtube_id'].strip(), int(float(row['time_start'])), int(float(row['time_end']))
+        )
         if clip.stem not in seen:
             seen.add(clip.stem)
             clips.append(clip)
     if not clips:
         labels = sorted({(row.get('label') or '').strip() for row in rows} - {''})
         close = difflib.get_close_matches(label, labels, n=3)
-        raise SetupError(f'No rows with label "{label}" in {source}'
-                         + (f'; close labels: {close}.' if close else '.'))
+        raise SetupError(
+            f'No rows with label "{label}" in {source}'
+            + (f'; close labels: {close}.' if close else '.')
+        )
     return clips
 
 
 def write_atomic(path, data):
     """Bytes to `path` through a temp file in the same folder, fsync, rename."""
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}-',
-                                         suffix='.tmp', delete=False)
+    handle = tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=f'.{path.name}-', suffix='.tmp', delete=False
+    )
     try:
         with handle:
             handle.write(data)
@@ -177,18 +219,21 @@ def fetch_annotations(directory, url=None):
         with urllib.request.urlopen(url, timeout=60) as response, open(archive, 'wb') as file:
             shutil.copyfileobj(response, file)
         with tarfile.open(archive, 'r:gz') as tar:
-            members = {pathlib.PurePosixPath(m.name).name: m for m in tar.getmembers()
-                       if m.isfile()}
+            members = {
+                pathlib.PurePosixPath(m.name).name: m for m in tar.getmembers() if m.isfile()
+            }
             missing = [name for name in ANNOTATION_FILES if name not in members]
             if missing:
                 raise SetupError(f'{url} has no {missing}; it holds {sorted(members)}.')
             for name in ANNOTATION_FILES:  # read members ourselves: no paths from the archive
                 write_atomic(directory / name, tar.extractfile(members[name]).read())
     except (OSError, tarfile.TarError) as error:
-        raise SetupError(f'Could not get the Kinetics-400 annotations from {url} '
-                         f'({type(error).__name__}: {error}). Download and unpack it by hand and '
-                         'pass --annotations DIR (the folder with train.csv, validate.csv, '
-                         'test.csv).') from error
+        raise SetupError(
+            f'Could not get the Kinetics-400 annotations from {url} '
+            f'({type(error).__name__}: {error}). Download and unpack it by hand and '
+            'pass --annotations DIR (the folder with train.csv, validate.csv, '
+            'test.csv).'
+        ) from error
     finally:
         archive.unlink(missing_ok=True)
 
@@ -196,11 +241,12 @@ def fetch_annotations(directory, url=None):
 def annotation_dir(args):
     """Folder holding the CSVs: --annotations as given, else a cache filled on first use."""
     if args.annotations is not None:
-        missing = [name for name in ANNOTATION_FILES[:2]
-                   if not (args.annotations / name).exists()]
+        missing = [name for name in ANNOTATION_FILES[:2] if not (args.annotations / name).exists()]
         if missing:
-            raise SetupError(f'--annotations {args.annotations} lacks {missing}; it needs the '
-                             'Kinetics-400 train.csv, validate.csv (and test.csv if labelled).')
+            raise SetupError(
+                f'--annotations {args.annotations} lacks {missing}; it needs the '
+                'Kinetics-400 train.csv, validate.csv (and test.csv if labelled).'
+            )
         return args.annotations
     cache = args.out / 'annotations'
     if not all((cache / name).exists() for name in ANNOTATION_FILES):
@@ -264,7 +310,7 @@ def with_retries(action, retries, backoff, sleep=time.sleep):
         except Exception:
             if attempt == retries:
                 raise
-            sleep(backoff * 2 ** attempt)
+            sleep(backoff * 2**attempt)
 
 
 def make_ytdlp_downloader():
@@ -272,19 +318,30 @@ def make_ytdlp_downloader():
     try:
         import yt_dlp
     except ImportError as error:
-        raise SetupError('yt-dlp is not installed: `pip install yt-dlp` (or import videos you '
-                         'already have with --from-dir DIR).') from error
+        raise SetupError(
+            'yt-dlp is not installed: `pip install yt-dlp` (or import videos you '
+            'already have with --from-dir DIR).'
+        ) from error
     range_func = getattr(getattr(yt_dlp, 'utils', None), 'download_range_func', None)
     if range_func is None:
-        print('This yt-dlp cannot cut clips (no download_ranges): whole videos are kept. '
-              '`pip install -U yt-dlp` to cut them to the annotated seconds.', flush=True)
+        print(
+            'This yt-dlp cannot cut clips (no download_ranges): whole videos are kept. '
+            '`pip install -U yt-dlp` to cut them to the annotated seconds.',
+            flush=True,
+        )
     ffmpeg = shutil.which('ffmpeg') or _bundled_ffmpeg()
 
     def download(video_id, start, end, dest):
         scratch = pathlib.Path(str(dest) + '.d')  # <name>.download.d: removed if stale
         scratch.mkdir(exist_ok=True)
-        options = {'format': FORMAT, 'outtmpl': str(scratch / 'clip.%(ext)s'), 'quiet': True,
-                   'no_warnings': True, 'noprogress': True, 'noplaylist': True}
+        options = {
+            'format': FORMAT,
+            'outtmpl': str(scratch / 'clip.%(ext)s'),
+            'quiet': True,
+            'no_warnings': True,
+            'noprogress': True,
+            'noplaylist': True,
+        }
         if ffmpeg:
             options['ffmpeg_location'] = ffmpeg
         if range_func is not None:
@@ -300,23 +357,29 @@ def make_ytdlp_downloader():
             raise
         finally:
             shutil.rmtree(scratch)
+
     return download
 
 
 def _bundled_ffmpeg():
     try:
         import imageio_ffmpeg
+
         return imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError):
         return None
 
 
 def _move_single_output(scratch, dest):
-    outputs = [path for path in scratch.iterdir()
-               if path.is_file() and not path.name.endswith(('.part', '.ytdl'))]
+    outputs = [
+        path
+        for path in scratch.iterdir()
+        if path.is_file() and not path.name.endswith(('.part', '.ytdl'))
+    ]
     if len(outputs) != 1:
-        raise RuntimeError(f'yt-dlp left {sorted(p.name for p in outputs)} '
-                           'instead of one video file')
+        raise RuntimeError(
+            f'yt-dlp left {sorted(p.name for p in outputs)} instead of one video file'
+        )
     os.replace(outputs[0], dest)
 
 
@@ -335,8 +398,9 @@ class Progress:
         if self.tty:
             filled = int(30 * self.done / max(self.total, 1))
             counts = '  '.join(f'{key} {value}' for key, value in sorted(self.counts.items()))
-            self.stream.write(f'\r[{"#" * filled}{"." * (30 - filled)}] '
-                              f'{self.done}/{self.total}  {counts}')
+            self.stream.write(
+                f'\r[{"#" * filled}{"." * (30 - filled)}] {self.done}/{self.total}  {counts}'
+            )
             if self.done == self.total:
                 self.stream.write('\n')
         else:
@@ -350,9 +414,18 @@ class Progress:
 
 
 def new_split_report(folder, source):
-    return {'folder': str(folder), 'source': source, 'candidates': 0, 'downloaded': [],
-            'imported': [], 'skipped': [], 'failed': [], 'unmatched': 0, 'not_attempted': 0,
-            'videos_in_folder': 0}
+    return {
+        'folder': str(folder),
+        'source': source,
+        'candidates': 0,
+        'downloaded': [],
+        'imported': [],
+        'skipped': [],
+        'failed': [],
+        'unmatched': 0,
+        'not_attempted': 0,
+        'videos_in_folder': 0,
+    }
 
 
 def download_clip(clip, folder, get_downloader, args):
@@ -363,8 +436,11 @@ def download_clip(clip, folder, get_downloader, args):
     final = folder / (clip.stem + '.mp4')
     tmp = folder / (final.name + TMP_SUFFIX)
     try:
-        with_retries(lambda: downloader(clip.youtube_id, clip.start, clip.end, tmp),
-                     args.retries, args.backoff)
+        with_retries(
+            lambda: downloader(clip.youtube_id, clip.start, clip.end, tmp),
+            args.retries,
+            args.backoff,
+        )
         if not tmp.exists():
             raise RuntimeError('the downloader reported success but wrote no file')
         finalize(tmp, final)
@@ -420,10 +496,18 @@ def plan_split(args, split, annotations, files, get_downloader):
         jobs = [(clip.stem, _download_job(clip, folder, get_downloader, args)) for clip in clips]
         return source.name, jobs, 0
     matches = match_files(clips, files)
-    jobs = [(clip.stem, _import_job(matches[clip.stem],
-                                    folder / (clip.stem + matches[clip.stem].suffix.lower()),
-                                    stem=clip.stem))
-            for clip in clips if clip.stem in matches]
+    jobs = [
+        (
+            clip.stem,
+            _import_job(
+                matches[clip.stem],
+                folder / (clip.stem + matches[clip.stem].suffix.lower()),
+                stem=clip.stem,
+            ),
+        )
+        for clip in clips
+        if clip.stem in matches
+    ]
     return source.name, jobs, len(clips) - len(jobs)
 
 
@@ -438,6 +522,7 @@ def _import_job(source, final, stem=None):
         else:
             present = present_copy(final.parent, stem) is not None
         return import_file(source, final, present)
+
     return job
 
 
@@ -473,14 +558,16 @@ def summarize(report, splits, stream):
         if part is None:
             continue
         added = 'imported' if part['imported'] else 'downloaded'
-        print(f'  {split} ({part["source"]}): {len(part[added])} {added}, '
-              f'{len(part["skipped"])} skipped (already present), {len(part["failed"])} '
-              f'failed; {part["videos_in_folder"]} videos in {part["folder"]}', file=stream)
+        print(
+            f'  {split} ({part["source"]}): {len(part[added])} {added}, '
+            f'{len(part["skipped"])} skipped (already present), {len(part["failed"])} '
+            f'failed; {part["videos_in_folder"]} videos in {part["folder"]}',
+            file=stream,
+        )
         if part['not_attempted']:
             print(f'    {part["not_attempted"]} clips not attempted (--max reached)', file=stream)
         if part['unmatched']:
-            print(f'    {part["unmatched"]} annotated clips had no file in --from-dir',
-                  file=stream)
+            print(f'    {part["unmatched"]} annotated clips had no file in --from-dir', file=stream)
         for failure in part['failed']:
             print(f'    failed {failure["name"]}: {failure["error"]}', file=stream)
 
@@ -512,6 +599,7 @@ def _lazy(factory):
         if not cache:
             cache.append(factory())
         return cache[0]
+
     return get
 
 
@@ -551,8 +639,7 @@ def _finish(args, splits, report):
     write_atomic(path, (json.dumps(report, indent=2) + '\n').encode())
     print(f'Report: {path}')
     if empty:
-        print(f'No video present for split(s) {", ".join(empty)}. {NO_VIDEO_HINT}',
-              file=sys.stderr)
+        print(f'No video present for split(s) {", ".join(empty)}. {NO_VIDEO_HINT}', file=sys.stderr)
     return 0 if report['ok'] else 1
 
 

@@ -1,4 +1,5 @@
 """The shared DreamerV2 core used by the Dreamer, TPC and DreamerPro variants."""
+
 import os
 
 # tf-keras (Keras 2) is the Keras this code base uses; make TensorFlow agree.

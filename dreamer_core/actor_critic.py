@@ -1,88 +1,104 @@
 """Behaviour learning in imagination: actor, critic, slow target critic."""
+
 import tensorflow as tf
 
 from dreamer_core import nets, optim, tools
 
 
 class ActorCritic(tf.Module):
+    def __init__(self, config, act_dim, discrete, step, name='task_behavior'):
+        super().__init__(name=name)
+        self.config = config
+        self.step = step
+        actor = dict(config.actor)
+        if discrete and actor['dist'] not in ('onehot',):
+            raise ValueError(f'Discrete actions need actor.dist onehot, not {actor["dist"]!r}.')
+        if not discrete and actor['dist'] == 'onehot':
+            raise ValueError(
+                'Continuous actions need actor.dist tanh_normal or trunc_normal, not onehot.'
+            )
+        if config.actor_grad not in ('dynamics', 'reinforce', 'both'):
+            raise ValueError(
+                f'actor_grad is {config.actor_grad!r}: use dynamics, reinforce or both.'
+            )
+        self.actor = nets.MLP(act_dim, **actor)
+        self.critic = nets.MLP([], **config.critic)
+        self._target_critic = nets.MLP([], **config.critic) if config.slow_target else self.critic
+        self._updates = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.actor_opt = optim.Optimizer('actor', **config.actor_opt)
+        self.critic_opt = optim.Optimizer('critic', **config.critic_opt)
 
-  def __init__(self, config, act_dim, discrete, step, name='task_behavior'):
-    super().__init__(name=name)
-    self.config = config
-    self.step = step
-    actor = dict(config.actor)
-    if discrete and actor['dist'] not in ('onehot',):
-      raise ValueError(f'Discrete actions need actor.dist onehot, not {actor["dist"]!r}.')
-    if not discrete and actor['dist'] == 'onehot':
-      raise ValueError('Continuous actions need actor.dist tanh_normal or trunc_normal, not onehot.')
-    if config.actor_grad not in ('dynamics', 'reinforce', 'both'):
-      raise ValueError(f'actor_grad is {config.actor_grad!r}: use dynamics, reinforce or both.')
-    self.actor = nets.MLP(act_dim, **actor)
-    self.critic = nets.MLP([], **config.critic)
-    self._target_critic = nets.MLP([], **config.critic) if config.slow_target else self.critic
-    self._updates = tf.Variable(0, dtype=tf.int64, trainable=False)
-    self.actor_opt = optim.Optimizer('actor', **config.actor_opt)
-    self.critic_opt = optim.Optimizer('critic', **config.critic_opt)
+    def train(self, world_model, start, reward_fn):
+        hor = self.config.imag_horizon
+        with tf.GradientTape() as actor_tape:
+            feat, state, action, disc = world_model.imagine(self.actor, start, hor)
+            reward = reward_fn(feat, state, action)
+            target, weight, metrics = self.target(feat, reward, disc)
+            actor_loss, mets = self.actor_loss(feat, action, target, weight)
+        metrics.update(mets)
+        with tf.GradientTape() as critic_tape:
+            critic_loss, mets = self.critic_loss(feat, target, weight)
+        metrics.update(mets)
+        metrics.update(self.actor_opt(actor_tape, actor_loss, self.actor))
+        metrics.update(self.critic_opt(critic_tape, critic_loss, self.critic))
+        self.update_slow_target()
+        return metrics
 
-  def train(self, world_model, start, reward_fn):
-    hor = self.config.imag_horizon
-    with tf.GradientTape() as actor_tape:
-      feat, state, action, disc = world_model.imagine(self.actor, start, hor)
-      reward = reward_fn(feat, state, action)
-      target, weight, metrics = self.target(feat, reward, disc)
-      actor_loss, mets = self.actor_loss(feat, action, target, weight)
-    metrics.update(mets)
-    with tf.GradientTape() as critic_tape:
-      critic_loss, mets = self.critic_loss(feat, target, weight)
-    metrics.update(mets)
-    metrics.update(self.actor_opt(actor_tape, actor_loss, self.actor))
-    metrics.update(self.critic_opt(critic_tape, critic_loss, self.critic))
-    self.update_slow_target()
-    return metrics
+    def actor_loss(self, feat, action, target, weight):
+        policy = self.actor(tf.stop_gradient(feat[:-1]))
+        mix = tools.schedule(str(self.config.actor_grad_mix), self.step)
+        if self.config.actor_grad == 'dynamics':
+            objective = target
+        else:
+            baseline = self.critic(feat[:-1]).mode()
+            advantage = tf.stop_gradient(target - baseline)
+            reinforce = policy.log_prob(tf.stop_gradient(action[:-1])) * advantage
+            objective = (
+                reinforce
+                if self.config.actor_grad == 'reinforce'
+                else (mix * target + (1 - mix) * reinforce)
+            )
+        ent = policy.entropy()
+        ent_scale = tools.schedule(str(self.config.actor_ent), self.step)
+        objective += ent_scale * ent
+        actor_loss = -tf.reduce_mean(weight[:-1] * objective)
+        metrics = {'actor_ent': tf.reduce_mean(ent), 'actor_ent_scale': ent_scale}
+        return actor_loss, metrics
 
-  def actor_loss(self, feat, action, target, weight):
-    policy = self.actor(tf.stop_gradient(feat[:-1]))
-    mix = tools.schedule(str(self.config.actor_grad_mix), self.step)
-    if self.config.actor_grad == 'dynamics':
-      objective = target
-    else:
-      baseline = self.critic(feat[:-1]).mode()
-      advantage = tf.stop_gradient(target - baseline)
-      reinforce = policy.log_prob(tf.stop_gradient(action[:-1])) * advantage
-      objective = reinforce if self.config.actor_grad == 'reinforce' else (
-          mix * target + (1 - mix) * reinforce)
-    ent = policy.entropy()
-    ent_scale = tools.schedule(str(self.config.actor_ent), self.step)
-    objective += ent_scale * ent
-    actor_loss = -tf.reduce_mean(weight[:-1] * objective)
-    metrics = {'actor_ent': tf.reduce_mean(ent), 'actor_ent_scale': ent_scale}
-    return actor_loss, metrics
+    def critic_loss(self, feat, target, weight):
+        dist = self.critic(tf.stop_gradient(feat[:-1]))
+        like = dist.log_prob(tf.stop_gradient(target))
+        critic_loss = -tf.reduce_mean(like * weight[:-1])
+        return critic_loss, {'critic': tf.reduce_mean(dist.mode())}
 
-  def critic_loss(self, feat, target, weight):
-    dist = self.critic(tf.stop_gradient(feat[:-1]))
-    like = dist.log_prob(tf.stop_gradient(target))
-    critic_loss = -tf.reduce_mean(like * weight[:-1])
-    return critic_loss, {'critic': tf.reduce_mean(dist.mode())}
+    def target(self, feat, reward, disc):
+        """Lambda returns for steps 0..H-2 and their weights (cumulative discounts)."""
+        reward = tf.cast(reward, tf.float32)
+        disc = tf.cast(disc, tf.float32)
+        value = self._target_critic(feat).mode()
+        target = tools.lambda_return(
+            reward[:-1],
+            value[:-1],
+            disc[:-1],
+            bootstrap=value[-1],
+            lambda_=self.config.discount_lambda,
+        )
+        weight = tf.stop_gradient(
+            tf.math.cumprod(tf.concat([tf.ones_like(disc[:1]), disc[:-1]], 0), 0)
+        )
+        metrics = {
+            'reward_mean': tf.reduce_mean(reward),
+            'reward_std': tf.math.reduce_std(reward),
+            'critic_slow': tf.reduce_mean(value),
+            'critic_target': tf.reduce_mean(target),
+        }
+        return target, weight, metrics
 
-  def target(self, feat, reward, disc):
-    """Lambda returns for steps 0..H-2 and their weights (cumulative discounts)."""
-    reward = tf.cast(reward, tf.float32)
-    disc = tf.cast(disc, tf.float32)
-    value = self._target_critic(feat).mode()
-    target = tools.lambda_return(
-        reward[:-1], value[:-1], disc[:-1], bootstrap=value[-1],
-        lambda_=self.config.discount_lambda)
-    weight = tf.stop_gradient(tf.math.cumprod(
-        tf.concat([tf.ones_like(disc[:1]), disc[:-1]], 0), 0))
-    metrics = {'reward_mean': tf.reduce_mean(reward), 'reward_std': tf.math.reduce_std(reward),
-               'critic_slow': tf.reduce_mean(value), 'critic_target': tf.reduce_mean(target)}
-    return target, weight, metrics
-
-  def update_slow_target(self):
-    if not self.config.slow_target:
-      return
-    if self._updates % self.config.slow_target_update == 0:
-      mix = 1.0 if self._updates == 0 else float(self.config.slow_target_fraction)
-      for src, dst in zip(self.critic.variables, self._target_critic.variables):
-        dst.assign(mix * src + (1 - mix) * dst)
-    self._updates.assign_add(1)
+    def update_slow_target(self):
+        if not self.config.slow_target:
+            return
+        if self._updates % self.config.slow_target_update == 0:
+            mix = 1.0 if self._updates == 0 else float(self.config.slow_target_fraction)
+            for src, dst in zip(self.critic.variables, self._target_critic.variables):
+                dst.assign(mix * src + (1 - mix) * dst)
+        self._updates.assign_add(1)

@@ -1,4 +1,5 @@
 """The agent: world model + task behaviour + exploration; the only object the loop talks to."""
+
 import json
 import os
 import pathlib
@@ -12,172 +13,193 @@ from dreamer_core.world_model import WorldModel
 
 
 class CheckpointError(RuntimeError):
-  pass
+    pass
 
 
 class Agent(tf.Module):
+    def __init__(self, config, obs_shape, act_dim, discrete, repr_loss, variant='agent'):
+        super().__init__(name='agent')
+        self.config = config
+        self.variant = variant
+        self.act_dim, self.discrete = act_dim, discrete
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.wm = WorldModel(config, obs_shape, act_dim, repr_loss)
+        self._task_behavior = ActorCritic(config, act_dim, discrete, self.step)
+        reward = lambda feat, state, action: self.wm.heads['reward'](feat).mode()
+        if config.expl_behavior == 'greedy':
+            self._expl_behavior = self._task_behavior
+        elif config.expl_behavior in expl.BEHAVIORS:
+            self._expl_behavior = expl.BEHAVIORS[config.expl_behavior](
+                config, act_dim, discrete, self.step, self.wm, reward
+            )
+        else:
+            raise ValueError(
+                f'expl_behavior is {config.expl_behavior!r}: use greedy or one of '
+                f'{sorted(expl.BEHAVIORS)}.'
+            )
+        self._reward = reward
+        self._expl_until = config.expl_until // config.action_repeat
+        if config.jit:
+            self._policy = tf.function(self._policy)
+            self._train = tf.function(self._train)
+            self._report = tf.function(self._report)
 
-  def __init__(self, config, obs_shape, act_dim, discrete, repr_loss, variant='agent'):
-    super().__init__(name='agent')
-    self.config = config
-    self.variant = variant
-    self.act_dim, self.discrete = act_dim, discrete
-    self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    self.wm = WorldModel(config, obs_shape, act_dim, repr_loss)
-    self._task_behavior = ActorCritic(config, act_dim, discrete, self.step)
-    reward = lambda feat, state, action: self.wm.heads['reward'](feat).mode()
-    if config.expl_behavior == 'greedy':
-      self._expl_behavior = self._task_behavior
-    elif config.expl_behavior in expl.BEHAVIORS:
-      self._expl_behavior = expl.BEHAVIORS[config.expl_behavior](
-          config, act_dim, discrete, self.step, self.wm, reward)
-    else:
-      raise ValueError(f'expl_behavior is {config.expl_behavior!r}: use greedy or one of '
-                       f'{sorted(expl.BEHAVIORS)}.')
-    self._reward = reward
-    self._expl_until = config.expl_until // config.action_repeat
-    if config.jit:
-      self._policy = tf.function(self._policy)
-      self._train = tf.function(self._train)
-      self._report = tf.function(self._report)
+    def policy(self, obs, state=None, mode='train'):
+        """Actions for a batch of observations (numpy in, numpy out); state carries the latent."""
+        obs = {
+            'image': tf.convert_to_tensor(obs['image']),
+            'reset': tf.convert_to_tensor(np.asarray(obs['reset'], bool)),
+        }
+        if state is None:
+            batch = obs['image'].shape[0]
+            state = (self.wm.rssm.initial(batch), tf.zeros((batch, self.act_dim), tf.float32))
+        explore = mode == 'train' and int(self.step.numpy()) < self._expl_until
+        action, state = self._policy(obs, state, mode, explore)
+        return {'action': action.numpy()}, state
 
-  def policy(self, obs, state=None, mode='train'):
-    """Actions for a batch of observations (numpy in, numpy out); state carries the latent."""
-    obs = {'image': tf.convert_to_tensor(obs['image']),
-           'reset': tf.convert_to_tensor(np.asarray(obs['reset'], bool))}
-    if state is None:
-      batch = obs['image'].shape[0]
-      state = (self.wm.rssm.initial(batch), tf.zeros((batch, self.act_dim), tf.float32))
-    explore = mode == 'train' and int(self.step.numpy()) < self._expl_until
-    action, state = self._policy(obs, state, mode, explore)
-    return {'action': action.numpy()}, state
+    def _policy(self, obs, state, mode, explore):
+        latent, action = state
+        keep = 1.0 - tf.cast(obs['reset'], tf.float32)
+        mask = lambda x: x * tf.cast(tf.reshape(keep, [-1] + [1] * (len(x.shape) - 1)), x.dtype)
+        latent, action = tf.nest.map_structure(mask, (latent, action))
+        embed = self.wm.encoder(self.wm.preprocess({'image': obs['image']}))
+        sample = (mode == 'train') or not self.config.eval_state_mean
+        latent, _ = self.wm.rssm.obs_step(latent, action, embed, sample)
+        feat = self.wm.rssm.get_feat(latent)
+        if mode == 'eval':
+            action, noise = self._task_behavior.actor(feat).mode(), self.config.eval_noise
+        elif explore:
+            action, noise = self._expl_behavior.actor(feat).sample(), self.config.expl_noise
+        else:
+            action, noise = self._task_behavior.actor(feat).sample(), self.config.expl_noise
+        action = tools.action_noise(tf.cast(action, tf.float32), noise, self.discrete)
+        return action, (latent, action)
 
-  def _policy(self, obs, state, mode, explore):
-    latent, action = state
-    keep = 1.0 - tf.cast(obs['reset'], tf.float32)
-    mask = lambda x: x * tf.cast(tf.reshape(keep, [-1] + [1] * (len(x.shape) - 1)), x.dtype)
-    latent, action = tf.nest.map_structure(mask, (latent, action))
-    embed = self.wm.encoder(self.wm.preprocess({'image': obs['image']}))
-    sample = (mode == 'train') or not self.config.eval_state_mean
-    latent, _ = self.wm.rssm.obs_step(latent, action, embed, sample)
-    feat = self.wm.rssm.get_feat(latent)
-    if mode == 'eval':
-      action, noise = self._task_behavior.actor(feat).mode(), self.config.eval_noise
-    elif explore:
-      action, noise = self._expl_behavior.actor(feat).sample(), self.config.expl_noise
-    else:
-      action, noise = self._task_behavior.actor(feat).sample(), self.config.expl_noise
-    action = tools.action_noise(tf.cast(action, tf.float32), noise, self.discrete)
-    return action, (latent, action)
+    def train(self, data):
+        """One update of the world model, the task behaviour and the exploration behaviour."""
+        metrics = self._train(data)
+        return {k: v.numpy() for k, v in metrics.items()}
 
-  def train(self, data):
-    """One update of the world model, the task behaviour and the exploration behaviour."""
-    metrics = self._train(data)
-    return {k: v.numpy() for k, v in metrics.items()}
+    def _train(self, data):
+        metrics = {}
+        _, outputs, mets = self.wm.train(data)
+        metrics.update(mets)
+        start = outputs['post']
+        if self.config.pred_discount:  # The last step could be terminal.
+            start = {k: v[:, :-1] for k, v in start.items()}
+        metrics.update(self._task_behavior.train(self.wm, start, self._reward))
+        if self.config.expl_behavior != 'greedy':
+            data = outputs['data']
+            if self.config.pred_discount:
+                data = {k: v[:, :-1] for k, v in data.items()}
+                outputs = {
+                    k: (
+                        v[:, :-1]
+                        if not isinstance(v, dict)
+                        else {n: x[:, :-1] for n, x in v.items()}
+                    )
+                    for k, v in outputs.items()
+                }
+            mets = self._expl_behavior.train(start, outputs, data)
+            metrics.update({'expl_' + key: value for key, value in mets.items()})
+        return {k: tf.cast(v, tf.float32) for k, v in metrics.items()}
 
-  def _train(self, data):
-    metrics = {}
-    _, outputs, mets = self.wm.train(data)
-    metrics.update(mets)
-    start = outputs['post']
-    if self.config.pred_discount:  # The last step could be terminal.
-      start = {k: v[:, :-1] for k, v in start.items()}
-    metrics.update(self._task_behavior.train(self.wm, start, self._reward))
-    if self.config.expl_behavior != 'greedy':
-      data = outputs['data']
-      if self.config.pred_discount:
-        data = {k: v[:, :-1] for k, v in data.items()}
-        outputs = {k: (v[:, :-1] if not isinstance(v, dict) else
-                       {n: x[:, :-1] for n, x in v.items()}) for k, v in outputs.items()}
-      mets = self._expl_behavior.train(start, outputs, data)
-      metrics.update({'expl_' + key: value for key, value in mets.items()})
-    return {k: tf.cast(v, tf.float32) for k, v in metrics.items()}
+    def report(self, data):
+        return {k: v.numpy() for k, v in self._report(data).items()}
 
-  def report(self, data):
-    return {k: v.numpy() for k, v in self._report(data).items()}
+    def _report(self, data):
+        return self.wm.report(data)
 
-  def _report(self, data):
-    return self.wm.report(data)
+    def checkpoint_variables(self):
+        """(name, variable) for every variable, optimizer state included, in a fixed order."""
+        pairs = tools.flat_names(self)
+        for opt in self._optimizers():
+            pairs += [(f'optimizer/{opt._name}/{i}', v) for i, v in enumerate(opt.variables_list)]
+        return pairs
 
-  def checkpoint_variables(self):
-    """(name, variable) for every variable, optimizer state included, in a fixed order."""
-    pairs = tools.flat_names(self)
-    for opt in self._optimizers():
-      pairs += [(f'optimizer/{opt._name}/{i}', v) for i, v in enumerate(opt.variables_list)]
-    return pairs
+    def _optimizers(self):
+        opts = [self.wm.model_opt, self._task_behavior.actor_opt, self._task_behavior.critic_opt]
+        if self._expl_behavior is not self._task_behavior:
+            opts += [m for m in vars(self._expl_behavior).values() if hasattr(m, 'variables_list')]
+            if hasattr(self._expl_behavior, 'ac'):
+                opts += [self._expl_behavior.ac.actor_opt, self._expl_behavior.ac.critic_opt]
+        return opts
 
-  def _optimizers(self):
-    opts = [self.wm.model_opt, self._task_behavior.actor_opt, self._task_behavior.critic_opt]
-    if self._expl_behavior is not self._task_behavior:
-      opts += [m for m in vars(self._expl_behavior).values() if hasattr(m, 'variables_list')]
-      if hasattr(self._expl_behavior, 'ac'):
-        opts += [self._expl_behavior.ac.actor_opt, self._expl_behavior.ac.critic_opt]
-    return opts
+    def _signature(self):
+        config = self.config.to_dict()
+        signature = {
+            'variant': self.variant,
+            'rssm': config['rssm'],
+            'encoder': config['encoder'],
+            'image_size': config['image_size'],
+        }
+        return json.loads(json.dumps(signature))
 
-  def _signature(self):
-    config = self.config.to_dict()
-    signature = {'variant': self.variant, 'rssm': config['rssm'], 'encoder': config['encoder'],
-                 'image_size': config['image_size']}
-    return json.loads(json.dumps(signature))
+    def save(self, path):
+        """Write every variable to `path` atomically (temporary file, fsync, rename)."""
+        path = pathlib.Path(path)
+        pairs = self.checkpoint_variables()
+        arrays = {f'v{i:05d}': v.numpy() for i, (_, v) in enumerate(pairs)}
+        meta = dict(self._signature(), names=[n for n, _ in pairs])
+        arrays['meta'] = np.array(json.dumps(meta))
+        tmp = path.with_name(path.name + '.tmp')
+        try:
+            with open(tmp, 'wb') as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            faults.kill_point('checkpoint')
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the previous checkpoint stays as it was
+            raise
 
-  def save(self, path):
-    """Write every variable to `path` atomically (temporary file, fsync, rename)."""
-    path = pathlib.Path(path)
-    pairs = self.checkpoint_variables()
-    arrays = {f'v{i:05d}': v.numpy() for i, (_, v) in enumerate(pairs)}
-    meta = dict(self._signature(), names=[n for n, _ in pairs])
-    arrays['meta'] = np.array(json.dumps(meta))
-    tmp = path.with_name(path.name + '.tmp')
-    try:
-      with open(tmp, 'wb') as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-      faults.kill_point('checkpoint')
-      os.replace(tmp, path)
-    except BaseException:
-      tmp.unlink(missing_ok=True)  # the previous checkpoint stays as it was
-      raise
+    def check_checkpoint(self, path):
+        """Raise CheckpointError unless `path` is readable and of this variant and model size
+        (reads only the small metadata entry)."""
+        path = pathlib.Path(path)
+        meta = _read_checkpoint(path, keys=['meta'])['meta']
+        self._check_signature(path, json.loads(str(meta)))
 
-  def check_checkpoint(self, path):
-    """Raise CheckpointError unless `path` is readable and of this variant and model size
-    (reads only the small metadata entry)."""
-    path = pathlib.Path(path)
-    meta = _read_checkpoint(path, keys=['meta'])['meta']
-    self._check_signature(path, json.loads(str(meta)))
+    def load(self, path):
+        """Restore every variable; a checkpoint of another agent or size is a clear error."""
+        path = pathlib.Path(path)
+        arrays = _read_checkpoint(path)
+        self._check_signature(path, json.loads(str(arrays.pop('meta'))))
+        pairs = self.checkpoint_variables()
+        if len(pairs) != len(arrays):
+            raise CheckpointError(
+                f'Checkpoint {path} holds {len(arrays)} variables, this agent has '
+                f'{len(pairs)}: it was written with another config. Use a new --logdir.'
+            )
+        for i, (name, var) in enumerate(pairs):
+            value = arrays[f'v{i:05d}']
+            if tuple(value.shape) != tuple(var.shape):
+                raise CheckpointError(
+                    f'Checkpoint {path}: {name} has shape {value.shape}, this agent '
+                    f'expects {tuple(var.shape)}. Use a new --logdir.'
+                )
+            var.assign(value)
 
-  def load(self, path):
-    """Restore every variable; a checkpoint of another agent or size is a clear error."""
-    path = pathlib.Path(path)
-    arrays = _read_checkpoint(path)
-    self._check_signature(path, json.loads(str(arrays.pop('meta'))))
-    pairs = self.checkpoint_variables()
-    if len(pairs) != len(arrays):
-      raise CheckpointError(f'Checkpoint {path} holds {len(arrays)} variables, this agent has '
-                            f'{len(pairs)}: it was written with another config. Use a new --logdir.')
-    for i, (name, var) in enumerate(pairs):
-      value = arrays[f'v{i:05d}']
-      if tuple(value.shape) != tuple(var.shape):
-        raise CheckpointError(f'Checkpoint {path}: {name} has shape {value.shape}, this agent '
-                              f'expects {tuple(var.shape)}. Use a new --logdir.')
-      var.assign(value)
-
-  def _check_signature(self, path, meta):
-    mine = self._signature()
-    theirs = {k: meta.get(k) for k in mine}
-    if theirs != mine:
-      diff = {k: (theirs[k], mine[k]) for k in mine if theirs[k] != mine[k]}
-      raise CheckpointError(
-          f'Checkpoint {path} was written by another agent or model size: '
-          + '; '.join(f'{k}: checkpoint {a} vs this run {b}' for k, (a, b) in diff.items())
-          + '. Use a new --logdir or the same variant and config.')
+    def _check_signature(self, path, meta):
+        mine = self._signature()
+        theirs = {k: meta.get(k) for k in mine}
+        if theirs != mine:
+            diff = {k: (theirs[k], mine[k]) for k in mine if theirs[k] != mine[k]}
+            raise CheckpointError(
+                f'Checkpoint {path} was written by another agent or model size: '
+                + '; '.join(f'{k}: checkpoint {a} vs this run {b}' for k, (a, b) in diff.items())
+                + '. Use a new --logdir or the same variant and config.'
+            )
 
 
 def _read_checkpoint(path, keys=None):
-  """The arrays of a checkpoint (only `keys` when given); unreadable is a CheckpointError."""
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in (data.files if keys is None else keys)}
-  except Exception as e:
-    raise CheckpointError(f'Cannot read checkpoint {path}: {e}. Delete it to start the agent '
-                          'from scratch (replay is kept), or use another --logdir.') from e
+    """The arrays of a checkpoint (only `keys` when given); unreadable is a CheckpointError."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in (data.files if keys is None else keys)}
+    except Exception as e:
+        raise CheckpointError(
+            f'Cannot read checkpoint {path}: {e}. Delete it to start the agent '
+            'from scratch (replay is kept), or use another --logdir.'
+        ) from e

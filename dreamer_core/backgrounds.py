@@ -5,6 +5,7 @@ is replaced by the pixel of the current frame of a background video. One video p
 from a random start frame; each render advances one frame, wrapping around the clip's real
 frames. (The original padded clips shorter than 1000 frames with black frames; we wrap.)
 """
+
 import collections
 import pathlib
 import warnings
@@ -20,7 +21,8 @@ _HOW_TO_GET_VIDEOS = (
     'Get the Kinetics-400 "driving car" clips with `python download_videos.py` from the '
     'repository root (it fills kinetics400/videos/train and kinetics400/videos/test), or point '
     '--bg_path_train / --bg_path_test at folders of your own videos '
-    f'({", ".join(VIDEO_EXTENSIONS)}).')
+    f'({", ".join(VIDEO_EXTENSIONS)}).'
+)
 
 
 class BackgroundError(FileNotFoundError):
@@ -34,8 +36,10 @@ def mask_and_composite(image, background):
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f'image must be uint8 [H, W, 3], got {image.dtype} {image.shape}.')
     if background.shape != image.shape or background.dtype != np.uint8:
-        raise ValueError(f'background must be uint8 {image.shape} like the image, '
-                         f'got {background.dtype} {background.shape}.')
+        raise ValueError(
+            f'background must be uint8 {image.shape} like the image, '
+            f'got {background.dtype} {background.shape}.'
+        )
     red, green, blue = image[..., 0], image[..., 1], image[..., 2]
     mask = (blue > red) & (blue > green)
     return np.where(mask[..., None], background, image)
@@ -46,7 +50,7 @@ def describe_error(error, limit=300):
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = ' ... '.join(lines[:1] + lines[-1:] if len(lines) > 1 else lines)
     text = f'{type(error).__name__}: {text}'
-    return text if len(text) <= limit else text[:limit - 3] + '...'
+    return text if len(text) <= limit else text[: limit - 3] + '...'
 
 
 def list_videos(directory):
@@ -54,12 +58,17 @@ def list_videos(directory):
     directory = pathlib.Path(directory)
     if not directory.is_dir():
         raise BackgroundError(
-            f'Background video folder {directory} does not exist. {_HOW_TO_GET_VIDEOS}')
-    files = sorted(path for path in directory.iterdir()
-                   if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS)
+            f'Background video folder {directory} does not exist. {_HOW_TO_GET_VIDEOS}'
+        )
+    files = sorted(
+        path
+        for path in directory.iterdir()
+        if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
+    )
     if not files:
         raise BackgroundError(
-            f'Background video folder {directory} holds no video files. {_HOW_TO_GET_VIDEOS}')
+            f'Background video folder {directory} holds no video files. {_HOW_TO_GET_VIDEOS}'
+        )
     return files
 
 
@@ -85,7 +94,8 @@ def prepare_frame(frame, image_size):
     if frame.shape[:2] == (height, width):
         return frame.astype(np.uint8)
     resized = Image.fromarray(frame.astype(np.uint8)).resize(
-        (width, height), Image.Resampling.BILINEAR)
+        (width, height), Image.Resampling.BILINEAR
+    )
     return np.asarray(resized, np.uint8)
 
 
@@ -105,14 +115,23 @@ def decode_video(path, image_size, max_frames):
 class VideoBackground:
     """Replaces the blue pixels of each render with frames of a random background video."""
 
-    def __init__(self, directory, image_size=(64, 64), max_videos=100, random_bg=False, seed=0,
-                 max_frames=1000, cache_videos=None):
+    def __init__(
+        self,
+        directory,
+        image_size=(64, 64),
+        max_videos=100,
+        random_bg=False,
+        seed=0,
+        max_frames=1000,
+        cache_videos=None,
+    ):
         image_size = tuple(int(size) for size in image_size)
         if len(image_size) != 2 or min(image_size) < 1:
             raise ValueError(f'image_size must be two positive ints (H, W), got {image_size}.')
         if max_videos < 1 or max_frames < 1:
-            raise ValueError(f'max_videos and max_frames must be >= 1, '
-                             f'got {max_videos} and {max_frames}.')
+            raise ValueError(
+                f'max_videos and max_frames must be >= 1, got {max_videos} and {max_frames}.'
+            )
         self.directory = pathlib.Path(directory)
         self.image_size = image_size
         self.random_bg = bool(random_bg)
@@ -144,7 +163,8 @@ class VideoBackground:
             if not candidates:
                 raise BackgroundError(
                     f'None of the {len(self.files)} video files tried in {self.directory} could '
-                    f'be read (see the warnings above). {_HOW_TO_GET_VIDEOS}')
+                    f'be read (see the warnings above). {_HOW_TO_GET_VIDEOS}'
+                )
             path = candidates[self._rng.integers(len(candidates))]
             frames = self._load(path)
             if frames is not None:
@@ -162,8 +182,10 @@ class VideoBackground:
         """Composite the render over the current frame, then move to the next frame."""
         expected = (*self.image_size, 3)
         if np.shape(image) != expected:
-            raise ValueError(f'render shape {np.shape(image)} does not match the background '
-                             f'size {expected}; pass the env image_size to VideoBackground.')
+            raise ValueError(
+                f'render shape {np.shape(image)} does not match the background '
+                f'size {expected}; pass the env image_size to VideoBackground.'
+            )
         result = mask_and_composite(image, self.frame())
         if self.random_bg:
             self._index = int(self._rng.integers(len(self._frames)))
@@ -179,8 +201,11 @@ class VideoBackground:
         try:
             frames = decode_video(path, self.image_size, self.max_frames)
         except Exception as error:  # any decoder failure means: skip this file for good
-            warnings.warn(f'Skipping background video {path}: it cannot be read '
-                          f'({describe_error(error)}).', RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f'Skipping background video {path}: it cannot be read ({describe_error(error)}).',
+                RuntimeWarning,
+                stacklevel=3,
+            )
             self.unreadable.add(path)
             return None
         self.decode_counts[path] += 1

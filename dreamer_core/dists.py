@@ -1,4 +1,5 @@
 """Distributions used by the heads and the RSSM (float32 parameters)."""
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
@@ -8,104 +9,105 @@ tfb = tfp.bijectors
 
 
 def compute_dtype():
-  return keras.mixed_precision.global_policy().compute_dtype
+    return keras.mixed_precision.global_policy().compute_dtype
 
 
 class SampleDist:
-  """Mean, mode and entropy of a distribution estimated from samples (for tanh-normal)."""
+    """Mean, mode and entropy of a distribution estimated from samples (for tanh-normal)."""
 
-  def __init__(self, dist, samples=100):
-    self._dist = dist
-    self._samples = samples
+    def __init__(self, dist, samples=100):
+        self._dist = dist
+        self._samples = samples
 
-  @property
-  def name(self):
-    return 'SampleDist'
+    @property
+    def name(self):
+        return 'SampleDist'
 
-  def __getattr__(self, name):
-    return getattr(self._dist, name)
+    def __getattr__(self, name):
+        return getattr(self._dist, name)
 
-  def mean(self):
-    return tf.reduce_mean(self._dist.sample(self._samples), 0)
+    def mean(self):
+        return tf.reduce_mean(self._dist.sample(self._samples), 0)
 
-  def mode(self):
-    # Per batch element, the sample of highest log-probability.
-    sample = self._dist.sample(self._samples)
-    logprob = self._dist.log_prob(sample)
-    best = tf.argmax(logprob, 0)
-    sample = tf.experimental.numpy.moveaxis(sample, 0, -1 - len(self._dist.event_shape))
-    batch_dims = len(logprob.shape) - 1
-    return tf.gather(sample, best, axis=batch_dims, batch_dims=batch_dims)
+    def mode(self):
+        # Per batch element, the sample of highest log-probability.
+        sample = self._dist.sample(self._samples)
+        logprob = self._dist.log_prob(sample)
+        best = tf.argmax(logprob, 0)
+        sample = tf.experimental.numpy.moveaxis(sample, 0, -1 - len(self._dist.event_shape))
+        batch_dims = len(logprob.shape) - 1
+        return tf.gather(sample, best, axis=batch_dims, batch_dims=batch_dims)
 
-  def entropy(self):
-    sample = self._dist.sample(self._samples)
-    return -tf.reduce_mean(self._dist.log_prob(sample), 0)
+    def entropy(self):
+        sample = self._dist.sample(self._samples)
+        return -tf.reduce_mean(self._dist.log_prob(sample), 0)
 
 
 class OneHotDist(tfd.OneHotCategorical):
-  """One-hot categorical whose samples carry straight-through gradients."""
+    """One-hot categorical whose samples carry straight-through gradients."""
 
-  def __init__(self, logits=None, probs=None, dtype=None):
-    self._sample_dtype = dtype or compute_dtype()
-    super().__init__(logits=logits, probs=probs)
+    def __init__(self, logits=None, probs=None, dtype=None):
+        self._sample_dtype = dtype or compute_dtype()
+        super().__init__(logits=logits, probs=probs)
 
-  def mode(self):
-    return tf.cast(super().mode(), self._sample_dtype)
+    def mode(self):
+        return tf.cast(super().mode(), self._sample_dtype)
 
-  def sample(self, sample_shape=(), seed=None):
-    sample = tf.cast(super().sample(sample_shape, seed), self._sample_dtype)
-    probs = self.probs_parameter()
-    while len(probs.shape) < len(sample.shape):
-      probs = probs[None]
-    return sample + tf.cast(probs - tf.stop_gradient(probs), self._sample_dtype)
+    def sample(self, sample_shape=(), seed=None):
+        sample = tf.cast(super().sample(sample_shape, seed), self._sample_dtype)
+        probs = self.probs_parameter()
+        while len(probs.shape) < len(sample.shape):
+            probs = probs[None]
+        return sample + tf.cast(probs - tf.stop_gradient(probs), self._sample_dtype)
 
 
 class TruncNormalDist(tfd.TruncatedNormal):
-  """Truncated normal whose samples stay strictly inside the bounds."""
+    """Truncated normal whose samples stay strictly inside the bounds."""
 
-  def __init__(self, loc, scale, low, high, clip=1e-6):
-    super().__init__(loc, scale, low, high)
-    self._clip = clip
+    def __init__(self, loc, scale, low, high, clip=1e-6):
+        super().__init__(loc, scale, low, high)
+        self._clip = clip
 
-  def sample(self, *args, **kwargs):
-    event = super().sample(*args, **kwargs)
-    clipped = tf.clip_by_value(event, self.low + self._clip, self.high - self._clip)
-    return event - tf.stop_gradient(event) + tf.stop_gradient(clipped)
+    def sample(self, *args, **kwargs):
+        event = super().sample(*args, **kwargs)
+        clipped = tf.clip_by_value(event, self.low + self._clip, self.high - self._clip)
+        return event - tf.stop_gradient(event) + tf.stop_gradient(clipped)
 
 
 class ClippedTanh(tfb.Tanh):
-  """Tanh whose inverse stays finite for actions at exactly +-1."""
+    """Tanh whose inverse stays finite for actions at exactly +-1."""
 
-  def _inverse(self, y):
-    y = tf.clip_by_value(y, -0.99999997, 0.99999997)
-    return tf.atanh(y)
+    def _inverse(self, y):
+        y = tf.clip_by_value(y, -0.99999997, 0.99999997)
+        return tf.atanh(y)
 
-  def _inverse_log_det_jacobian(self, y):
-    y = tf.clip_by_value(y, -0.99999997, 0.99999997)
-    return -tf.math.log1p(-tf.square(y))
+    def _inverse_log_det_jacobian(self, y):
+        y = tf.clip_by_value(y, -0.99999997, 0.99999997)
+        return -tf.math.log1p(-tf.square(y))
 
 
 def make(kind, out, std=None, min_std=0.1, event_dims=1):
-  """Distribution over `out` (float32) of the named kind."""
-  if kind == 'mse':
-    return tfd.Independent(tfd.Normal(out, 1.0), event_dims)
-  if kind == 'binary':
-    return tfd.Independent(tfd.Bernoulli(logits=out, dtype=tf.float32), event_dims)
-  if kind == 'normal':
-    return tfd.Independent(tfd.Normal(out, tf.nn.softplus(std) + min_std), event_dims)
-  if kind == 'tanh_normal':
-    mean = 5 * tf.tanh(out / 5)
-    std = tf.nn.softplus(std) + min_std
-    dist = tfd.TransformedDistribution(tfd.Normal(mean, std), ClippedTanh())
-    return SampleDist(tfd.Independent(dist, event_dims))
-  if kind == 'trunc_normal':
-    std = 2 * tf.nn.sigmoid(std / 2) + min_std
-    return tfd.Independent(TruncNormalDist(tf.tanh(out), std, -1, 1), event_dims)
-  if kind == 'onehot':
-    return OneHotDist(out)
-  raise ValueError(
-      f'Unknown distribution {kind!r}: use mse, binary, normal, tanh_normal, '
-      'trunc_normal or onehot.')
+    """Distribution over `out` (float32) of the named kind."""
+    if kind == 'mse':
+        return tfd.Independent(tfd.Normal(out, 1.0), event_dims)
+    if kind == 'binary':
+        return tfd.Independent(tfd.Bernoulli(logits=out, dtype=tf.float32), event_dims)
+    if kind == 'normal':
+        return tfd.Independent(tfd.Normal(out, tf.nn.softplus(std) + min_std), event_dims)
+    if kind == 'tanh_normal':
+        mean = 5 * tf.tanh(out / 5)
+        std = tf.nn.softplus(std) + min_std
+        dist = tfd.TransformedDistribution(tfd.Normal(mean, std), ClippedTanh())
+        return SampleDist(tfd.Independent(dist, event_dims))
+    if kind == 'trunc_normal':
+        std = 2 * tf.nn.sigmoid(std / 2) + min_std
+        return tfd.Independent(TruncNormalDist(tf.tanh(out), std, -1, 1), event_dims)
+    if kind == 'onehot':
+        return OneHotDist(out)
+    raise ValueError(
+        f'Unknown distribution {kind!r}: use mse, binary, normal, tanh_normal, '
+        'trunc_normal or onehot.'
+    )
 
 
 NEEDS_STD = ('normal', 'tanh_normal', 'trunc_normal')

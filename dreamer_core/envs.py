@@ -4,6 +4,7 @@ Every env here speaks one small protocol: `reset() -> obs`, `step(action) -> obs
 dict of numpy values with `image` (uint8 HxWxC), `reward`, `discount`, `reset` (True on the first
 step) and `done`; plus `obs_shape`, `act_dim` and `discrete`.
 """
+
 import ctypes
 import ctypes.util
 import difflib
@@ -19,286 +20,323 @@ DOMAIN_ALIASES = {'cup': 'ball_in_cup'}
 
 
 class TaskError(ValueError):
-  pass
-
-
-def setup_rendering():
-  """Pick a headless MuJoCo backend before dm_control loads; respects MUJOCO_GL when set.
-
-  EGL when an NVIDIA GPU is visible, OSMesa otherwise. TensorFlow ships its own LLVM, which
-  clashes with Mesa's in the same process and segfaults; loading OSMesa with RTLD_DEEPBIND makes
-  Mesa resolve its own symbols first.
-  """
-  if 'MUJOCO_GL' not in os.environ:
-    gpu = os.path.exists('/dev/nvidia0') or shutil.which('nvidia-smi')
-    os.environ['MUJOCO_GL'] = 'egl' if gpu else 'osmesa'
-  backend = os.environ['MUJOCO_GL']
-  if backend == 'osmesa':
-    os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
-    # The other order crashes too: TensorFlow imported after Mesa segfaults. Loading TensorFlow
-    # first makes every process safe, whatever it imports later.
-    import tensorflow  # noqa: F401
-    _preload('OSMesa', 'libosmesa6')
-  elif backend == 'egl':
-    os.environ.setdefault('PYOPENGL_PLATFORM', 'egl')
-  return backend
-
-
-def _preload(name, package):
-  for candidate in (f'lib{name}.so.8', f'lib{name}.so.6', ctypes.util.find_library(name)):
-    if not candidate:
-      continue
-    try:
-      ctypes.CDLL(candidate, mode=os.RTLD_DEEPBIND | ctypes.RTLD_GLOBAL)
-      return
-    except OSError:
-      continue
-  raise OSError(
-      f'Headless rendering needs lib{name}, which is not installed. Install it with '
-      f'`sudo apt-get install {package}` (or set MUJOCO_GL=egl on a machine with a GPU).')
-
-
-def dmc_tasks():
-  setup_rendering()  # dm_control picks its renderer when first imported
-  from dm_control import suite
-  tasks = {f'{d}_{t}' for d, t in suite.ALL_TASKS}
-  tasks |= {f'{d}_{t}' for d, t in SPARSE_TASKS}
-  tasks |= {f'cup_{t}' for d, t in suite.ALL_TASKS if d == 'ball_in_cup'}
-  return tasks
-
-
-def validate_task(task):
-  """Raise TaskError naming the task and close matches unless it can be built."""
-  suite, _, name = task.partition('_')
-  if suite in ('dmc', 'nat'):
-    known = dmc_tasks()
-    if name not in known:
-      raise TaskError(f'Unknown task {task!r}: {name!r} is not a DeepMind Control task.'
-                      + _dmc_hint(suite, name, known))
-    return
-  if suite == 'atari':
-    _, roms = _import_ale()
-    if name not in roms.get_all_rom_ids():
-      close = difflib.get_close_matches(name, roms.get_all_rom_ids(), n=3)
-      hint = f' Did you mean {", ".join("atari_" + c for c in close)}?' if close else ''
-      raise TaskError(f'Unknown task {task!r}: {name!r} is not an Atari game.{hint}')
-    return
-  raise TaskError(f'Unknown task suite in {task!r}: tasks are dmc_<domain>_<task>, '
-                  'nat_<domain>_<task> or atari_<game> (e.g. dmc_walker_walk).')
-
-
-def _dmc_hint(suite, name, known):
-  """Close task names, or else the domains to choose from (an unknown domain has no match)."""
-  close = difflib.get_close_matches(name, sorted(known), n=3)
-  if close:
-    return f' Did you mean {", ".join(f"{suite}_{c}" for c in close)}?'
-  from dm_control import suite as dmc_suite
-  domains = sorted({domain for domain, _ in dmc_suite.ALL_TASKS} | set(DOMAIN_ALIASES))
-  return (f' Tasks are {suite}_<domain>_<task> with a domain from: {", ".join(domains)} '
-          f'(e.g. {suite}_walker_walk).')
-
-
-class Space:
-  def __init__(self, shape, low=-1.0, high=1.0, discrete=False):
-    self.shape, self.low, self.high, self.discrete = tuple(shape), low, high, discrete
-
-
-class DMC:
-  """A dm_control suite task rendered to images; action repeat sums rewards."""
-
-  def __init__(self, name, action_repeat=1, size=(64, 64), camera=None, seed=0, background=None):
-    setup_rendering()
-    from dm_control import suite
-    domain, task = name.split('_', 1)
-    domain = DOMAIN_ALIASES.get(domain, domain)
-    self._sparse = (domain, task) in SPARSE_TASKS
-    task = SPARSE_TASKS.get((domain, task), task)
-    self._env = suite.load(domain, task, task_kwargs={'random': seed})
-    self._repeat = action_repeat
-    self._size = tuple(size)
-    self._camera = camera if camera is not None else (2 if domain == 'quadruped' else 0)
-    self._background = background
-    spec = self._env.action_spec()
-    self._low, self._high = spec.minimum, spec.maximum
-    self.act_space = Space(spec.shape, spec.minimum, spec.maximum)
-
-  @property
-  def obs_shape(self):
-    return self._size + (3,)
-
-  def reset(self):
-    time_step = self._env.reset()
-    if self._background is not None:
-      self._background.reset()
-    return self._obs(time_step, 0.0, reset=True)
-
-  def step(self, action):
-    reward = 0.0
-    for _ in range(self._repeat):
-      time_step = self._env.step(action)
-      frame_reward = time_step.reward or 0.0
-      if self._sparse and frame_reward < SPARSE_THRESHOLD:
-        frame_reward = 0.0
-      reward += frame_reward
-      if time_step.last():
-        break
-    return self._obs(time_step, reward)
-
-  def render(self):
-    image = self._env.physics.render(*self._size, camera_id=self._camera)
-    if self._background is not None:
-      image = self._background.apply(image)
-    return image
-
-  def _obs(self, time_step, reward, reset=False):
-    discount = 1.0 if time_step.discount is None else float(time_step.discount)
-    return {'image': self.render(), 'reward': np.float32(reward),
-            'discount': np.float32(discount), 'reset': reset, 'done': time_step.last()}
-
-  def close(self):
-    # Free the rendering contexts now: freed at interpreter exit, they race dm_control's
-    # render thread shutting down and print spurious tracebacks.
-    self._env.physics.free()
-
-
-class Atari:
-  """ALE with sticky actions, full action space, no-op starts, max-pooled action repeat."""
-
-  def __init__(self, game, action_repeat=4, size=(64, 64), grayscale=True, noops=30,
-               sticky=0.25, seed=0):
-    ale_py, roms = _import_ale()
-    if game not in roms.get_all_rom_ids():
-      close = difflib.get_close_matches(game, roms.get_all_rom_ids(), n=3)
-      raise TaskError(f'Unknown Atari game {game!r}.' + (f' Did you mean {close}?' if close else ''))
-    self._ale = ale_py.ALEInterface()
-    self._ale.setInt('random_seed', int(seed))
-    self._ale.setFloat('repeat_action_probability', sticky)
-    self._ale.setLoggerMode(ale_py.LoggerMode.Error)
-    self._ale.loadROM(str(roms.get_rom_path(game)))
-    self._actions = self._ale.getLegalActionSet()  # the full action space
-    self._repeat, self._size, self._gray, self._noops = action_repeat, tuple(size), grayscale, noops
-    self._rng = np.random.default_rng(seed)
-    self.act_space = Space((len(self._actions),), 0, 1, discrete=True)
-
-  @property
-  def obs_shape(self):
-    return self._size + ((1,) if self._gray else (3,))
-
-  def reset(self):
-    self._ale.reset_game()
-    for _ in range(self._rng.integers(1, self._noops + 1)):
-      self._ale.act(self._actions[0])
-      if self._ale.game_over():
-        self._ale.reset_game()
-    return self._obs(0.0, reset=True, done=False)
-
-  def step(self, action):
-    index = int(np.argmax(action))
-    reward, frames = 0.0, []
-    for _ in range(self._repeat):
-      reward += self._ale.act(self._actions[index])
-      frames.append(self._screen())
-      if self._ale.game_over():
-        break
-    self._last = np.max(np.stack(frames[-2:]), 0)
-    return self._obs(reward, reset=False, done=self._ale.game_over())
-
-  def _screen(self):
-    return self._ale.getScreenGrayscale() if self._gray else self._ale.getScreenRGB()
-
-  def _obs(self, reward, reset, done):
-    if reset:
-      self._last = self._screen()
-    from PIL import Image
-    image = Image.fromarray(np.squeeze(self._last)).resize(self._size[::-1], Image.BILINEAR)
-    image = np.asarray(image)
-    if self._gray:
-      image = image[..., None]
-    return {'image': image, 'reward': np.float32(reward), 'discount': np.float32(1 - done),
-            'reset': reset, 'done': done}
-
-  def close(self):
     pass
 
 
+def setup_rendering():
+    """Pick a headless MuJoCo backend before dm_control loads; respects MUJOCO_GL when set.
+
+    EGL when an NVIDIA GPU is visible, OSMesa otherwise. TensorFlow ships its own LLVM, which
+    clashes with Mesa's in the same process and segfaults; loading OSMesa with RTLD_DEEPBIND makes
+    Mesa resolve its own symbols first.
+    """
+    if 'MUJOCO_GL' not in os.environ:
+        gpu = os.path.exists('/dev/nvidia0') or shutil.which('nvidia-smi')
+        os.environ['MUJOCO_GL'] = 'egl' if gpu else 'osmesa'
+    backend = os.environ['MUJOCO_GL']
+    if backend == 'osmesa':
+        os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
+        # The other order crashes too: TensorFlow imported after Mesa segfaults. Loading TensorFlow
+        # first makes every process safe, whatever it imports later.
+        import tensorflow  # noqa: F401
+
+        _preload('OSMesa', 'libosmesa6')
+    elif backend == 'egl':
+        os.environ.setdefault('PYOPENGL_PLATFORM', 'egl')
+    return backend
+
+
+def _preload(name, package):
+    for candidate in (f'lib{name}.so.8', f'lib{name}.so.6', ctypes.util.find_library(name)):
+        if not candidate:
+            continue
+        try:
+            ctypes.CDLL(candidate, mode=os.RTLD_DEEPBIND | ctypes.RTLD_GLOBAL)
+            return
+        except OSError:
+            continue
+    raise OSError(
+        f'Headless rendering needs lib{name}, which is not installed. Install it with '
+        f'`sudo apt-get install {package}` (or set MUJOCO_GL=egl on a machine with a GPU).'
+    )
+
+
+def dmc_tasks():
+    setup_rendering()  # dm_control picks its renderer when first imported
+    from dm_control import suite
+
+    tasks = {f'{d}_{t}' for d, t in suite.ALL_TASKS}
+    tasks |= {f'{d}_{t}' for d, t in SPARSE_TASKS}
+    tasks |= {f'cup_{t}' for d, t in suite.ALL_TASKS if d == 'ball_in_cup'}
+    return tasks
+
+
+def validate_task(task):
+    """Raise TaskError naming the task and close matches unless it can be built."""
+    suite, _, name = task.partition('_')
+    if suite in ('dmc', 'nat'):
+        known = dmc_tasks()
+        if name not in known:
+            raise TaskError(
+                f'Unknown task {task!r}: {name!r} is not a DeepMind Control task.'
+                + _dmc_hint(suite, name, known)
+            )
+        return
+    if suite == 'atari':
+        _, roms = _import_ale()
+        if name not in roms.get_all_rom_ids():
+            close = difflib.get_close_matches(name, roms.get_all_rom_ids(), n=3)
+            hint = f' Did you mean {", ".join("atari_" + c for c in close)}?' if close else ''
+            raise TaskError(f'Unknown task {task!r}: {name!r} is not an Atari game.{hint}')
+        return
+    raise TaskError(
+        f'Unknown task suite in {task!r}: tasks are dmc_<domain>_<task>, '
+        'nat_<domain>_<task> or atari_<game> (e.g. dmc_walker_walk).'
+    )
+
+
+def _dmc_hint(suite, name, known):
+    """Close task names, or else the domains to choose from (an unknown domain has no match)."""
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    if close:
+        return f' Did you mean {", ".join(f"{suite}_{c}" for c in close)}?'
+    from dm_control import suite as dmc_suite
+
+    domains = sorted({domain for domain, _ in dmc_suite.ALL_TASKS} | set(DOMAIN_ALIASES))
+    return (
+        f' Tasks are {suite}_<domain>_<task> with a domain from: {", ".join(domains)} '
+        f'(e.g. {suite}_walker_walk).'
+    )
+
+
+class Space:
+    def __init__(self, shape, low=-1.0, high=1.0, discrete=False):
+        self.shape, self.low, self.high, self.discrete = tuple(shape), low, high, discrete
+
+
+class DMC:
+    """A dm_control suite task rendered to images; action repeat sums rewards."""
+
+    def __init__(self, name, action_repeat=1, size=(64, 64), camera=None, seed=0, background=None):
+        setup_rendering()
+        from dm_control import suite
+
+        domain, task = name.split('_', 1)
+        domain = DOMAIN_ALIASES.get(domain, domain)
+        self._sparse = (domain, task) in SPARSE_TASKS
+        task = SPARSE_TASKS.get((domain, task), task)
+        self._env = suite.load(domain, task, task_kwargs={'random': seed})
+        self._repeat = action_repeat
+        self._size = tuple(size)
+        self._camera = camera if camera is not None else (2 if domain == 'quadruped' else 0)
+        self._background = background
+        spec = self._env.action_spec()
+        self._low, self._high = spec.minimum, spec.maximum
+        self.act_space = Space(spec.shape, spec.minimum, spec.maximum)
+
+    @property
+    def obs_shape(self):
+        return self._size + (3,)
+
+    def reset(self):
+        time_step = self._env.reset()
+        if self._background is not None:
+            self._background.reset()
+        return self._obs(time_step, 0.0, reset=True)
+
+    def step(self, action):
+        reward = 0.0
+        for _ in range(self._repeat):
+            time_step = self._env.step(action)
+            frame_reward = time_step.reward or 0.0
+            if self._sparse and frame_reward < SPARSE_THRESHOLD:
+                frame_reward = 0.0
+            reward += frame_reward
+            if time_step.last():
+                break
+        return self._obs(time_step, reward)
+
+    def render(self):
+        image = self._env.physics.render(*self._size, camera_id=self._camera)
+        if self._background is not None:
+            image = self._background.apply(image)
+        return image
+
+    def _obs(self, time_step, reward, reset=False):
+        discount = 1.0 if time_step.discount is None else float(time_step.discount)
+        return {
+            'image': self.render(),
+            'reward': np.float32(reward),
+            'discount': np.float32(discount),
+            'reset': reset,
+            'done': time_step.last(),
+        }
+
+    def close(self):
+        # Free the rendering contexts now: freed at interpreter exit, they race dm_control's
+        # render thread shutting down and print spurious tracebacks.
+        self._env.physics.free()
+
+
+class Atari:
+    """ALE with sticky actions, full action space, no-op starts, max-pooled action repeat."""
+
+    def __init__(
+        self, game, action_repeat=4, size=(64, 64), grayscale=True, noops=30, sticky=0.25, seed=0
+    ):
+        ale_py, roms = _import_ale()
+        if game not in roms.get_all_rom_ids():
+            close = difflib.get_close_matches(game, roms.get_all_rom_ids(), n=3)
+            raise TaskError(
+                f'Unknown Atari game {game!r}.' + (f' Did you mean {close}?' if close else '')
+            )
+        self._ale = ale_py.ALEInterface()
+        self._ale.setInt('random_seed', int(seed))
+        self._ale.setFloat('repeat_action_probability', sticky)
+        self._ale.setLoggerMode(ale_py.LoggerMode.Error)
+        self._ale.loadROM(str(roms.get_rom_path(game)))
+        self._actions = self._ale.getLegalActionSet()  # the full action space
+        self._repeat, self._size, self._gray, self._noops = (
+            action_repeat,
+            tuple(size),
+            grayscale,
+            noops,
+        )
+        self._rng = np.random.default_rng(seed)
+        self.act_space = Space((len(self._actions),), 0, 1, discrete=True)
+
+    @property
+    def obs_shape(self):
+        return self._size + ((1,) if self._gray else (3,))
+
+    def reset(self):
+        self._ale.reset_game()
+        for _ in range(self._rng.integers(1, self._noops + 1)):
+            self._ale.act(self._actions[0])
+            if self._ale.game_over():
+                self._ale.reset_game()
+        return self._obs(0.0, reset=True, done=False)
+
+    def step(self, action):
+        index = int(np.argmax(action))
+        reward, frames = 0.0, []
+        for _ in range(self._repeat):
+            reward += self._ale.act(self._actions[index])
+            frames.append(self._screen())
+            if self._ale.game_over():
+                break
+        self._last = np.max(np.stack(frames[-2:]), 0)
+        return self._obs(reward, reset=False, done=self._ale.game_over())
+
+    def _screen(self):
+        return self._ale.getScreenGrayscale() if self._gray else self._ale.getScreenRGB()
+
+    def _obs(self, reward, reset, done):
+        if reset:
+            self._last = self._screen()
+        from PIL import Image
+
+        image = Image.fromarray(np.squeeze(self._last)).resize(self._size[::-1], Image.BILINEAR)
+        image = np.asarray(image)
+        if self._gray:
+            image = image[..., None]
+        return {
+            'image': image,
+            'reward': np.float32(reward),
+            'discount': np.float32(1 - done),
+            'reset': reset,
+            'done': done,
+        }
+
+    def close(self):
+        pass
+
+
 def _import_ale():
-  try:
-    import ale_py
-    import ale_py.roms
-  except ImportError as e:
-    raise TaskError('Atari tasks need ale-py (it ships the ROMs): pip install ale-py==0.12.1') from e
-  return ale_py, ale_py.roms
+    try:
+        import ale_py
+        import ale_py.roms
+    except ImportError as e:
+        raise TaskError(
+            'Atari tasks need ale-py (it ships the ROMs): pip install ale-py==0.12.1'
+        ) from e
+    return ale_py, ale_py.roms
 
 
 class NormalizeAction:
-  """Expose actions in [-1, 1] for bounded continuous action spaces."""
+    """Expose actions in [-1, 1] for bounded continuous action spaces."""
 
-  def __init__(self, env):
-    self._env = env
-    space = env.act_space
-    self._low, self._high = np.asarray(space.low), np.asarray(space.high)
-    self.act_space = Space(space.shape, -1.0, 1.0)
+    def __init__(self, env):
+        self._env = env
+        space = env.act_space
+        self._low, self._high = np.asarray(space.low), np.asarray(space.high)
+        self.act_space = Space(space.shape, -1.0, 1.0)
 
-  def __getattr__(self, name):
-    return getattr(self._env, name)
+    def __getattr__(self, name):
+        return getattr(self._env, name)
 
-  def step(self, action):
-    action = np.clip(action, -1, 1)
-    return self._env.step(self._low + (action + 1) / 2 * (self._high - self._low))
+    def step(self, action):
+        action = np.clip(action, -1, 1)
+        return self._env.step(self._low + (action + 1) / 2 * (self._high - self._low))
 
 
 class TimeLimit:
-  """End episodes after `duration` agent steps (discount stays 1: a cut, not a terminal)."""
+    """End episodes after `duration` agent steps (discount stays 1: a cut, not a terminal)."""
 
-  def __init__(self, env, duration):
-    self._env, self._duration, self._step = env, duration, None
+    def __init__(self, env, duration):
+        self._env, self._duration, self._step = env, duration, None
 
-  def __getattr__(self, name):
-    return getattr(self._env, name)
+    def __getattr__(self, name):
+        return getattr(self._env, name)
 
-  def reset(self):
-    self._step = 0
-    return self._env.reset()
+    def reset(self):
+        self._step = 0
+        return self._env.reset()
 
-  def step(self, action):
-    assert self._step is not None, 'Reset the environment first.'
-    obs = self._env.step(action)
-    self._step += 1
-    if self._duration and self._step >= self._duration:
-      obs['done'] = True
-    if obs['done']:
-      self._step = None
-    return obs
+    def step(self, action):
+        assert self._step is not None, 'Reset the environment first.'
+        obs = self._env.step(action)
+        self._step += 1
+        if self._duration and self._step >= self._duration:
+            obs['done'] = True
+        if obs['done']:
+            self._step = None
+        return obs
 
 
 def resolve_bg_path(path, variant_root):
-  """Background folders are relative to the variant folder (e.g. DreamerPro/)."""
-  path = pathlib.Path(os.path.expanduser(path))
-  return path if path.is_absolute() else (pathlib.Path(variant_root) / path).resolve()
+    """Background folders are relative to the variant folder (e.g. DreamerPro/)."""
+    path = pathlib.Path(os.path.expanduser(path))
+    return path if path.is_absolute() else (pathlib.Path(variant_root) / path).resolve()
 
 
 def obs_shape(config):
-  """The image shape the env of `config` produces (replay checks stored episodes against it)."""
-  gray = config.task.startswith('atari_') and config.grayscale
-  return tuple(config.image_size) + ((1,) if gray else (3,))
+    """The image shape the env of `config` produces (replay checks stored episodes against it)."""
+    gray = config.task.startswith('atari_') and config.grayscale
+    return tuple(config.image_size) + ((1,) if gray else (3,))
 
 
 def make_env(config, mode, variant_root, seed=None):
-  """Build the env of `config.task` for mode 'train' or 'eval'."""
-  suite, _, name = config.task.partition('_')
-  seed = config.seed if seed is None else seed
-  if suite in ('dmc', 'nat'):
-    background = None
-    if suite == 'nat':
-      from dreamer_core.backgrounds import VideoBackground
-      folder = config.bg_path_train if mode == 'train' else config.bg_path_test
-      background = VideoBackground(
-          resolve_bg_path(folder, variant_root), tuple(config.image_size),
-          max_videos=config.max_videos, random_bg=config.random_bg, seed=seed)
-    env = DMC(name, config.action_repeat, config.image_size, seed=seed, background=background)
-    env = NormalizeAction(env)
-  elif suite == 'atari':
-    env = Atari(name, config.action_repeat, config.image_size, config.grayscale, seed=seed)
-  else:
-    validate_task(config.task)
-  return TimeLimit(env, config.time_limit)
+    """Build the env of `config.task` for mode 'train' or 'eval'."""
+    suite, _, name = config.task.partition('_')
+    seed = config.seed if seed is None else seed
+    if suite in ('dmc', 'nat'):
+        background = None
+        if suite == 'nat':
+            from dreamer_core.backgrounds import VideoBackground
+
+            folder = config.bg_path_train if mode == 'train' else config.bg_path_test
+            background = VideoBackground(
+                resolve_bg_path(folder, variant_root),
+                tuple(config.image_size),
+                max_videos=config.max_videos,
+                random_bg=config.random_bg,
+                seed=seed,
+            )
+        env = DMC(name, config.action_repeat, config.image_size, seed=seed, background=background)
+        env = NormalizeAction(env)
+    elif suite == 'atari':
+        env = Atari(name, config.action_repeat, config.image_size, config.grayscale, seed=seed)
+    else:
+        validate_task(config.task)
+    return TimeLimit(env, config.time_limit)

@@ -1,4 +1,5 @@
 """Exploration behaviours: random, plan2explore (ensemble disagreement), model_loss."""
+
 import tensorflow as tf
 
 from dreamer_core import dists, nets, optim
@@ -8,105 +9,110 @@ tfd = dists.tfd
 
 
 class Random(tf.Module):
+    def __init__(self, config, act_dim, discrete, step, wm, reward):
+        super().__init__(name='random')
+        self._act_dim, self._discrete = act_dim, discrete
 
-  def __init__(self, config, act_dim, discrete, step, wm, reward):
-    super().__init__(name='random')
-    self._act_dim, self._discrete = act_dim, discrete
+    def actor(self, feat):
+        shape = tf.concat([tf.shape(feat)[:-1], [self._act_dim]], 0)
+        if self._discrete:
+            return dists.OneHotDist(tf.zeros(shape))
+        return tfd.Independent(tfd.Uniform(-tf.ones(shape), tf.ones(shape)), 1)
 
-  def actor(self, feat):
-    shape = tf.concat([tf.shape(feat)[:-1], [self._act_dim]], 0)
-    if self._discrete:
-      return dists.OneHotDist(tf.zeros(shape))
-    return tfd.Independent(tfd.Uniform(-tf.ones(shape), tf.ones(shape)), 1)
-
-  def train(self, start, outputs, data):
-    return {}
+    def train(self, start, outputs, data):
+        return {}
 
 
 class Plan2Explore(tf.Module):
-  """Intrinsic reward = log std of an ensemble predicting the next latent (disagreement)."""
+    """Intrinsic reward = log std of an ensemble predicting the next latent (disagreement)."""
 
-  def __init__(self, config, act_dim, discrete, step, wm, reward):
-    super().__init__(name='plan2explore')
-    self.config, self.wm, self.reward = config, wm, reward
-    self.ac = ActorCritic(config, act_dim, discrete, step, name='expl_behavior')
-    self.actor = self.ac.actor
-    rssm = config.rssm
-    stoch = rssm.stoch * (rssm.discrete or 1)
-    sizes = {'stoch': stoch, 'deter': rssm.deter, 'feat': stoch + rssm.deter}
-    if config.disag_target not in sizes:
-      raise ValueError(f'disag_target is {config.disag_target!r}: use one of {sorted(sizes)}.')
-    self._networks = [nets.MLP(sizes[config.disag_target], **config.expl_head)
-                      for _ in range(config.disag_models)]
-    self.opt = optim.Optimizer('expl', **config.expl_opt)
+    def __init__(self, config, act_dim, discrete, step, wm, reward):
+        super().__init__(name='plan2explore')
+        self.config, self.wm, self.reward = config, wm, reward
+        self.ac = ActorCritic(config, act_dim, discrete, step, name='expl_behavior')
+        self.actor = self.ac.actor
+        rssm = config.rssm
+        stoch = rssm.stoch * (rssm.discrete or 1)
+        sizes = {'stoch': stoch, 'deter': rssm.deter, 'feat': stoch + rssm.deter}
+        if config.disag_target not in sizes:
+            raise ValueError(
+                f'disag_target is {config.disag_target!r}: use one of {sorted(sizes)}.'
+            )
+        self._networks = [
+            nets.MLP(sizes[config.disag_target], **config.expl_head)
+            for _ in range(config.disag_models)
+        ]
+        self.opt = optim.Optimizer('expl', **config.expl_opt)
 
-  def train(self, start, outputs, data):
-    target = {
-        'stoch': self.wm.rssm._flat_stoch(outputs['post']['stoch']),
-        'deter': outputs['post']['deter'],
-        'feat': outputs['feat'],
-    }[self.config.disag_target]
-    inputs = outputs['feat']
-    if self.config.disag_action_cond:
-      inputs = tf.concat([inputs, tf.cast(data['action'], inputs.dtype)], -1)
-    metrics = self._train_ensemble(inputs, target)
-    metrics.update(self.ac.train(self.wm, start, self._intr_reward))
-    return metrics
+    def train(self, start, outputs, data):
+        target = {
+            'stoch': self.wm.rssm._flat_stoch(outputs['post']['stoch']),
+            'deter': outputs['post']['deter'],
+            'feat': outputs['feat'],
+        }[self.config.disag_target]
+        inputs = outputs['feat']
+        if self.config.disag_action_cond:
+            inputs = tf.concat([inputs, tf.cast(data['action'], inputs.dtype)], -1)
+        metrics = self._train_ensemble(inputs, target)
+        metrics.update(self.ac.train(self.wm, start, self._intr_reward))
+        return metrics
 
-  def _intr_reward(self, feat, state, action):
-    inputs = feat
-    if self.config.disag_action_cond:
-      inputs = tf.concat([feat, tf.cast(action, feat.dtype)], -1)
-    preds = tf.stack([head(inputs).mode() for head in self._networks])
-    disag = tf.reduce_mean(tf.math.reduce_std(preds, 0), -1)
-    if self.config.disag_log:
-      disag = tf.math.log(disag)
-    reward = self.config.expl_intr_scale * disag
-    if self.config.expl_extr_scale:
-      reward += self.config.expl_extr_scale * self.reward(feat, state, action)
-    return reward
+    def _intr_reward(self, feat, state, action):
+        inputs = feat
+        if self.config.disag_action_cond:
+            inputs = tf.concat([feat, tf.cast(action, feat.dtype)], -1)
+        preds = tf.stack([head(inputs).mode() for head in self._networks])
+        disag = tf.reduce_mean(tf.math.reduce_std(preds, 0), -1)
+        if self.config.disag_log:
+            disag = tf.math.log(disag)
+        reward = self.config.expl_intr_scale * disag
+        if self.config.expl_extr_scale:
+            reward += self.config.expl_extr_scale * self.reward(feat, state, action)
+        return reward
 
-  def _train_ensemble(self, inputs, targets):
-    offset = self.config.disag_offset
-    if offset:
-      # Each ensemble member predicts the target `offset` steps ahead from (feat, next action).
-      targets = targets[:, offset:]
-      inputs = inputs[:, :-offset]
-    targets = tf.stop_gradient(tf.cast(targets, tf.float32))
-    inputs = tf.stop_gradient(inputs)
-    with tf.GradientTape() as tape:
-      loss = -sum(tf.reduce_mean(head(inputs).log_prob(targets)) for head in self._networks)
-    return self.opt(tape, loss, self._networks)
+    def _train_ensemble(self, inputs, targets):
+        offset = self.config.disag_offset
+        if offset:
+            # Each ensemble member predicts the target `offset` steps ahead from (feat, next action).
+            targets = targets[:, offset:]
+            inputs = inputs[:, :-offset]
+        targets = tf.stop_gradient(tf.cast(targets, tf.float32))
+        inputs = tf.stop_gradient(inputs)
+        with tf.GradientTape() as tape:
+            loss = -sum(tf.reduce_mean(head(inputs).log_prob(targets)) for head in self._networks)
+        return self.opt(tape, loss, self._networks)
 
 
 class ModelLoss(tf.Module):
-  """Intrinsic reward = an MLP's prediction of the world model's KL at that state."""
+    """Intrinsic reward = an MLP's prediction of the world model's KL at that state."""
 
-  def __init__(self, config, act_dim, discrete, step, wm, reward):
-    super().__init__(name='model_loss')
-    self.config, self.wm, self.reward = config, wm, reward
-    if config.expl_model_loss != 'kl':
-      raise ValueError(f'expl_model_loss is {config.expl_model_loss!r}: only kl is supported.')
-    self.ac = ActorCritic(config, act_dim, discrete, step, name='expl_behavior')
-    self.actor = self.ac.actor
-    self.head = nets.MLP([], **config.expl_head)
-    self.opt = optim.Optimizer('expl', **config.expl_opt)
+    def __init__(self, config, act_dim, discrete, step, wm, reward):
+        super().__init__(name='model_loss')
+        self.config, self.wm, self.reward = config, wm, reward
+        if config.expl_model_loss != 'kl':
+            raise ValueError(
+                f'expl_model_loss is {config.expl_model_loss!r}: only kl is supported.'
+            )
+        self.ac = ActorCritic(config, act_dim, discrete, step, name='expl_behavior')
+        self.actor = self.ac.actor
+        self.head = nets.MLP([], **config.expl_head)
+        self.opt = optim.Optimizer('expl', **config.expl_opt)
 
-  def train(self, start, outputs, data):
-    post, prior = outputs['post'], outputs['prior']
-    kl = tfd.kl_divergence(self.wm.rssm.get_dist(post), self.wm.rssm.get_dist(prior))
-    target = tf.stop_gradient(tf.cast(kl, tf.float32))
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(self.head(tf.stop_gradient(outputs['feat'])).log_prob(target))
-    metrics = self.opt(tape, loss, self.head)
-    metrics.update(self.ac.train(self.wm, start, self._intr_reward))
-    return metrics
+    def train(self, start, outputs, data):
+        post, prior = outputs['post'], outputs['prior']
+        kl = tfd.kl_divergence(self.wm.rssm.get_dist(post), self.wm.rssm.get_dist(prior))
+        target = tf.stop_gradient(tf.cast(kl, tf.float32))
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(self.head(tf.stop_gradient(outputs['feat'])).log_prob(target))
+        metrics = self.opt(tape, loss, self.head)
+        metrics.update(self.ac.train(self.wm, start, self._intr_reward))
+        return metrics
 
-  def _intr_reward(self, feat, state, action):
-    reward = self.config.expl_intr_scale * self.head(feat).mode()
-    if self.config.expl_extr_scale:
-      reward += self.config.expl_extr_scale * self.reward(feat, state, action)
-    return reward
+    def _intr_reward(self, feat, state, action):
+        reward = self.config.expl_intr_scale * self.head(feat).mode()
+        if self.config.expl_extr_scale:
+            reward += self.config.expl_extr_scale * self.reward(feat, state, action)
+        return reward
 
 
 BEHAVIORS = {'random': Random, 'plan2explore': Plan2Explore, 'model_loss': ModelLoss}

@@ -1,4 +1,5 @@
 """Metrics to the terminal, logdir/metrics.jsonl and TensorBoard, counted in environment frames."""
+
 import io
 import json
 import pathlib
@@ -33,8 +34,10 @@ def _video_frames(frames, name):
         batch, steps, height, width, channels = frames.shape
         frames = frames.transpose(1, 2, 0, 3, 4).reshape(steps, height, batch * width, channels)
     if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or not frames.shape[0]:
-        raise ValueError(f'Video "{name}" must be [T, H, W, C] or [B, T, H, W, C] with C 1 or 3 '
-                         f'and T >= 1, got shape {frames.shape}.')
+        raise ValueError(
+            f'Video "{name}" must be [T, H, W, C] or [B, T, H, W, C] with C 1 or 3 '
+            f'and T >= 1, got shape {frames.shape}.'
+        )
     return frames
 
 
@@ -45,8 +48,14 @@ def encode_gif(frames, fps=VIDEO_FPS):
     mode = 'L' if frames.shape[-1] == 1 else 'RGB'
     images = [Image.fromarray(frame[..., 0] if mode == 'L' else frame, mode) for frame in frames]
     buffer = io.BytesIO()
-    images[0].save(buffer, format='GIF', save_all=True, append_images=images[1:],
-                   duration=max(1, round(1000 / fps)), loop=0)
+    images[0].save(
+        buffer,
+        format='GIF',
+        save_all=True,
+        append_images=images[1:],
+        duration=max(1, round(1000 / fps)),
+        loop=0,
+    )
     return buffer.getvalue()
 
 
@@ -88,8 +97,10 @@ class Logger:
             elif value.ndim in (4, 5):
                 self.video(name, value)
             else:
-                raise ValueError(f'Logger.add: "{name}" has shape {value.shape}; expected a '
-                                 f'scalar (0-d) or a video (4-d or 5-d).')
+                raise ValueError(
+                    f'Logger.add: "{name}" has shape {value.shape}; expected a '
+                    f'scalar (0-d) or a video (4-d or 5-d).'
+                )
 
     def write(self, step, fps=False):
         frames = int(step * self._multiplier)
@@ -144,8 +155,9 @@ class Logger:
 def _gif_summary(tf, name, video):
     """A serialized Summary holding the video as an animated GIF image (TensorBoard animates it)."""
     _, height, width, channels = video.shape
-    image = tf.compat.v1.Summary.Image(height=height, width=width, colorspace=channels,
-                                       encoded_image_string=encode_gif(video))
+    image = tf.compat.v1.Summary.Image(
+        height=height, width=width, colorspace=channels, encoded_image_string=encode_gif(video)
+    )
     summary = tf.compat.v1.Summary(value=[tf.compat.v1.Summary.Value(tag=name, image=image)])
     return summary.SerializeToString()
 
@@ -176,8 +188,9 @@ class Progress:
         rate = self._done / elapsed if elapsed > 0 else 0.0
         eta = _clock((self._total - self._done) / rate) if rate > 0 else '?:??:??'
         percent = 100.0 * self._done / self._total
-        return (f'{self._desc}: {self._done}/{self._total} ({percent:.0f}%) | '
-                f'{rate:.3g}/s | ETA {eta}')
+        return (
+            f'{self._desc}: {self._done}/{self._total} ({percent:.0f}%) | {rate:.3g}/s | ETA {eta}'
+        )
 
     def update(self, done):
         self._done = done

@@ -1,4 +1,5 @@
 """Networks: RSSM, convolutional encoder and decoder, MLP heads."""
+
 import inspect
 
 import numpy as np
@@ -13,281 +14,310 @@ layers = keras.layers
 
 
 def get_act(name):
-  if name in (None, 'none'):
-    return tf.identity
-  if callable(name):
-    return name
-  acts = {'elu': tf.nn.elu, 'relu': tf.nn.relu, 'tanh': tf.tanh,
-          'swish': tf.nn.swish, 'gelu': tf.nn.gelu, 'sigmoid': tf.sigmoid}
-  if name not in acts:
-    raise ValueError(f'Unknown activation {name!r}; choose one of {sorted(acts)}.')
-  return acts[name]
+    if name in (None, 'none'):
+        return tf.identity
+    if callable(name):
+        return name
+    acts = {
+        'elu': tf.nn.elu,
+        'relu': tf.nn.relu,
+        'tanh': tf.tanh,
+        'swish': tf.nn.swish,
+        'gelu': tf.nn.gelu,
+        'sigmoid': tf.sigmoid,
+    }
+    if name not in acts:
+        raise ValueError(f'Unknown activation {name!r}; choose one of {sorted(acts)}.')
+    return acts[name]
 
 
 class Module(tf.Module):
-  """A tf.Module whose layers are created on first use, named for checkpoints."""
+    """A tf.Module whose layers are created on first use, named for checkpoints."""
 
-  def get(self, name, ctor, *args, **kwargs):
-    if not hasattr(self, '_parts'):
-      self._parts = {}
-    if name not in self._parts:
-      self._parts[name] = ctor(*args, **kwargs)
-    return self._parts[name]
+    def get(self, name, ctor, *args, **kwargs):
+        if not hasattr(self, '_parts'):
+            self._parts = {}
+        if name not in self._parts:
+            self._parts[name] = ctor(*args, **kwargs)
+        return self._parts[name]
 
 
 class GRUCell(Module):
-  """GRU with one Dense over [input, state], LayerNorm in float32, update bias -1."""
+    """GRU with one Dense over [input, state], LayerNorm in float32, update bias -1."""
 
-  def __init__(self, size, update_bias=-1):
-    super().__init__()
-    self.size = size
-    self._update_bias = update_bias
+    def __init__(self, size, update_bias=-1):
+        super().__init__()
+        self.size = size
+        self._update_bias = update_bias
 
-  def __call__(self, inputs, state):
-    parts = self.get('dense', layers.Dense, 3 * self.size)(tf.concat([inputs, state], -1))
-    dtype = parts.dtype
-    parts = self.get('norm', layers.LayerNormalization, dtype=tf.float32)(
-        tf.cast(parts, tf.float32))
-    reset, cand, update = tf.split(tf.cast(parts, dtype), 3, -1)
-    reset = tf.nn.sigmoid(reset)
-    cand = tf.tanh(reset * cand)
-    update = tf.nn.sigmoid(update + self._update_bias)
-    return update * cand + (1 - update) * state
+    def __call__(self, inputs, state):
+        parts = self.get('dense', layers.Dense, 3 * self.size)(tf.concat([inputs, state], -1))
+        dtype = parts.dtype
+        parts = self.get('norm', layers.LayerNormalization, dtype=tf.float32)(
+            tf.cast(parts, tf.float32)
+        )
+        reset, cand, update = tf.split(tf.cast(parts, dtype), 3, -1)
+        reset = tf.nn.sigmoid(reset)
+        cand = tf.tanh(reset * cand)
+        update = tf.nn.sigmoid(update + self._update_bias)
+        return update * cand + (1 - update) * state
 
 
 class RSSM(Module):
-  """Recurrent state-space model with discrete or continuous stochastic latents.
+    """Recurrent state-space model with discrete or continuous stochastic latents.
 
-  `posterior_input` is 'deter_embed' (DreamerV2) or 'embed' (TPC: the posterior reads only the
-  image embedding); `posterior_std` is 'learned' or 'prior' (TPC: the prior's std, no gradient).
-  """
+    `posterior_input` is 'deter_embed' (DreamerV2) or 'embed' (TPC: the posterior reads only the
+    image embedding); `posterior_std` is 'learned' or 'prior' (TPC: the prior's std, no gradient).
+    """
 
-  def __init__(self, stoch=30, deter=200, hidden=200, discrete=False, act='elu',
-               std_act='softplus', min_std=0.1, posterior_input='deter_embed',
-               posterior_std='learned'):
-    super().__init__()
-    if posterior_input not in ('deter_embed', 'embed'):
-      raise ValueError(f"rssm.posterior_input is {posterior_input!r}: use 'deter_embed' or 'embed'.")
-    if posterior_std not in ('learned', 'prior'):
-      raise ValueError(f"rssm.posterior_std is {posterior_std!r}: use 'learned' or 'prior'.")
-    if posterior_std == 'prior' and discrete:
-      raise ValueError('rssm.posterior_std prior needs continuous latents: set --rssm.discrete False.')
-    if std_act not in ('softplus', 'sigmoid', 'sigmoid2'):
-      raise ValueError(f'rssm.std_act is {std_act!r}: use softplus, sigmoid or sigmoid2.')
-    self._stoch, self._deter, self._hidden = stoch, deter, hidden
-    self._discrete = discrete
-    self._act = get_act(act)
-    self._std_act, self._min_std = std_act, min_std
-    self._post_input, self._post_std = posterior_input, posterior_std
-    self._cell = GRUCell(deter)
+    def __init__(
+        self,
+        stoch=30,
+        deter=200,
+        hidden=200,
+        discrete=False,
+        act='elu',
+        std_act='softplus',
+        min_std=0.1,
+        posterior_input='deter_embed',
+        posterior_std='learned',
+    ):
+        super().__init__()
+        if posterior_input not in ('deter_embed', 'embed'):
+            raise ValueError(
+                f"rssm.posterior_input is {posterior_input!r}: use 'deter_embed' or 'embed'."
+            )
+        if posterior_std not in ('learned', 'prior'):
+            raise ValueError(f"rssm.posterior_std is {posterior_std!r}: use 'learned' or 'prior'.")
+        if posterior_std == 'prior' and discrete:
+            raise ValueError(
+                'rssm.posterior_std prior needs continuous latents: set --rssm.discrete False.'
+            )
+        if std_act not in ('softplus', 'sigmoid', 'sigmoid2'):
+            raise ValueError(f'rssm.std_act is {std_act!r}: use softplus, sigmoid or sigmoid2.')
+        self._stoch, self._deter, self._hidden = stoch, deter, hidden
+        self._discrete = discrete
+        self._act = get_act(act)
+        self._std_act, self._min_std = std_act, min_std
+        self._post_input, self._post_std = posterior_input, posterior_std
+        self._cell = GRUCell(deter)
 
-  @classmethod
-  def from_config(cls, rssm_config):
-    """Build from a config dict that may also hold keys meant for a variant's loss."""
-    names = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in rssm_config.items() if k in names})
+    @classmethod
+    def from_config(cls, rssm_config):
+        """Build from a config dict that may also hold keys meant for a variant's loss."""
+        names = inspect.signature(cls.__init__).parameters
+        return cls(**{k: v for k, v in rssm_config.items() if k in names})
 
-  def initial(self, batch_size):
-    dtype = dists.compute_dtype()
-    zeros = lambda *shape: tf.zeros([batch_size, *shape], dtype)
-    if self._discrete:
-      state = dict(logit=zeros(self._stoch, self._discrete),
-                   stoch=zeros(self._stoch, self._discrete))
-    else:
-      state = dict(mean=zeros(self._stoch), std=zeros(self._stoch), stoch=zeros(self._stoch))
-    state['deter'] = zeros(self._deter)
-    return state
+    def initial(self, batch_size):
+        dtype = dists.compute_dtype()
+        zeros = lambda *shape: tf.zeros([batch_size, *shape], dtype)
+        if self._discrete:
+            state = dict(
+                logit=zeros(self._stoch, self._discrete), stoch=zeros(self._stoch, self._discrete)
+            )
+        else:
+            state = dict(mean=zeros(self._stoch), std=zeros(self._stoch), stoch=zeros(self._stoch))
+        state['deter'] = zeros(self._deter)
+        return state
 
-  def observe(self, embed, action, state=None):
-    """Posterior and prior sequences [B, T, ...] from embeddings and previous actions."""
-    swap = lambda x: tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))
-    if state is None:
-      state = self.initial(tf.shape(action)[0])
-    post, prior = static_scan(
-        lambda prev, inputs: self.obs_step(prev[0], *inputs),
-        (swap(action), swap(embed)), (state, state))
-    post = {k: swap(v) for k, v in post.items()}
-    prior = {k: swap(v) for k, v in prior.items()}
-    return post, prior
+    def observe(self, embed, action, state=None):
+        """Posterior and prior sequences [B, T, ...] from embeddings and previous actions."""
+        swap = lambda x: tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))
+        if state is None:
+            state = self.initial(tf.shape(action)[0])
+        post, prior = static_scan(
+            lambda prev, inputs: self.obs_step(prev[0], *inputs),
+            (swap(action), swap(embed)),
+            (state, state),
+        )
+        post = {k: swap(v) for k, v in post.items()}
+        prior = {k: swap(v) for k, v in prior.items()}
+        return post, prior
 
-  def imagine(self, action, state=None):
-    """Prior sequence [B, T, ...] from a start state and a sequence of actions."""
-    swap = lambda x: tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))
-    if state is None:
-      state = self.initial(tf.shape(action)[0])
-    prior = static_scan(self.img_step, swap(action), state)
-    return {k: swap(v) for k, v in prior.items()}
+    def imagine(self, action, state=None):
+        """Prior sequence [B, T, ...] from a start state and a sequence of actions."""
+        swap = lambda x: tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))
+        if state is None:
+            state = self.initial(tf.shape(action)[0])
+        prior = static_scan(self.img_step, swap(action), state)
+        return {k: swap(v) for k, v in prior.items()}
 
-  def get_feat(self, state):
-    stoch = self._flat_stoch(state['stoch'])
-    return tf.concat([tf.cast(stoch, state['deter'].dtype), state['deter']], -1)
+    def get_feat(self, state):
+        stoch = self._flat_stoch(state['stoch'])
+        return tf.concat([tf.cast(stoch, state['deter'].dtype), state['deter']], -1)
 
-  def get_dist(self, state):
-    if self._discrete:
-      logit = tf.cast(state['logit'], tf.float32)
-      return tfd.Independent(dists.OneHotDist(logit), 1)
-    mean = tf.cast(state['mean'], tf.float32)
-    std = tf.cast(state['std'], tf.float32)
-    return tfd.MultivariateNormalDiag(mean, std)
+    def get_dist(self, state):
+        if self._discrete:
+            logit = tf.cast(state['logit'], tf.float32)
+            return tfd.Independent(dists.OneHotDist(logit), 1)
+        mean = tf.cast(state['mean'], tf.float32)
+        std = tf.cast(state['std'], tf.float32)
+        return tfd.MultivariateNormalDiag(mean, std)
 
-  def obs_step(self, prev_state, prev_action, embed, sample=True):
-    prior = self.img_step(prev_state, prev_action, sample)
-    embed = tf.cast(embed, dists.compute_dtype())
-    x = embed if self._post_input == 'embed' else tf.concat([prior['deter'], embed], -1)
-    x = self.get('obs_out', layers.Dense, self._hidden, self._act)(x)
-    if self._post_std == 'prior':
-      mean = self.get('obs_dist', layers.Dense, self._stoch)(x)
-      stats = {'mean': mean, 'std': tf.stop_gradient(prior['std'])}
-    else:
-      stats = self._suff_stats('obs_dist', x)
-    stoch = self._sample(stats, sample)
-    post = {'stoch': stoch, 'deter': prior['deter'], **stats}
-    return post, prior
+    def obs_step(self, prev_state, prev_action, embed, sample=True):
+        prior = self.img_step(prev_state, prev_action, sample)
+        embed = tf.cast(embed, dists.compute_dtype())
+        x = embed if self._post_input == 'embed' else tf.concat([prior['deter'], embed], -1)
+        x = self.get('obs_out', layers.Dense, self._hidden, self._act)(x)
+        if self._post_std == 'prior':
+            mean = self.get('obs_dist', layers.Dense, self._stoch)(x)
+            stats = {'mean': mean, 'std': tf.stop_gradient(prior['std'])}
+        else:
+            stats = self._suff_stats('obs_dist', x)
+        stoch = self._sample(stats, sample)
+        post = {'stoch': stoch, 'deter': prior['deter'], **stats}
+        return post, prior
 
-  def img_step(self, prev_state, prev_action, sample=True):
-    dtype = dists.compute_dtype()
-    prev_stoch = self._flat_stoch(tf.cast(prev_state['stoch'], dtype))
-    x = tf.concat([prev_stoch, tf.cast(prev_action, dtype)], -1)
-    x = self.get('img_in', layers.Dense, self._hidden, self._act)(x)
-    deter = self._cell(x, tf.cast(prev_state['deter'], dtype))
-    x = self.get('img_out', layers.Dense, self._hidden, self._act)(deter)
-    stats = self._suff_stats('img_dist', x)
-    stoch = self._sample(stats, sample)
-    return {'stoch': stoch, 'deter': deter, **stats}
+    def img_step(self, prev_state, prev_action, sample=True):
+        dtype = dists.compute_dtype()
+        prev_stoch = self._flat_stoch(tf.cast(prev_state['stoch'], dtype))
+        x = tf.concat([prev_stoch, tf.cast(prev_action, dtype)], -1)
+        x = self.get('img_in', layers.Dense, self._hidden, self._act)(x)
+        deter = self._cell(x, tf.cast(prev_state['deter'], dtype))
+        x = self.get('img_out', layers.Dense, self._hidden, self._act)(deter)
+        stats = self._suff_stats('img_dist', x)
+        stoch = self._sample(stats, sample)
+        return {'stoch': stoch, 'deter': deter, **stats}
 
-  def kl_loss(self, post, prior, forward, balance, free, free_avg):
-    """KL balancing: (1-b) KL(post || sg(prior)) + b KL(sg(post) || prior), free nats."""
-    kld = tfd.kl_divergence
-    sg = lambda x: tf.nest.map_structure(tf.stop_gradient, x)
-    lhs, rhs = (prior, post) if forward else (post, prior)
-    mix = balance if forward else (1 - balance)
-    clip = lambda value: (tf.maximum(tf.reduce_mean(value), free) if free_avg
-                          else tf.reduce_mean(tf.maximum(value, free)))
-    if balance == 0.5:
-      value = kld(self.get_dist(lhs), self.get_dist(rhs))
-      return clip(value), value
-    value_lhs = value = kld(self.get_dist(lhs), self.get_dist(sg(rhs)))
-    value_rhs = kld(self.get_dist(sg(lhs)), self.get_dist(rhs))
-    return mix * clip(value_lhs) + (1 - mix) * clip(value_rhs), value
+    def kl_loss(self, post, prior, forward, balance, free, free_avg):
+        """KL balancing: (1-b) KL(post || sg(prior)) + b KL(sg(post) || prior), free nats."""
+        kld = tfd.kl_divergence
+        sg = lambda x: tf.nest.map_structure(tf.stop_gradient, x)
+        lhs, rhs = (prior, post) if forward else (post, prior)
+        mix = balance if forward else (1 - balance)
+        clip = lambda value: (
+            tf.maximum(tf.reduce_mean(value), free)
+            if free_avg
+            else tf.reduce_mean(tf.maximum(value, free))
+        )
+        if balance == 0.5:
+            value = kld(self.get_dist(lhs), self.get_dist(rhs))
+            return clip(value), value
+        value_lhs = value = kld(self.get_dist(lhs), self.get_dist(sg(rhs)))
+        value_rhs = kld(self.get_dist(sg(lhs)), self.get_dist(rhs))
+        return mix * clip(value_lhs) + (1 - mix) * clip(value_rhs), value
 
-  def _flat_stoch(self, stoch):
-    if self._discrete:
-      shape = tf.concat([tf.shape(stoch)[:-2], [self._stoch * self._discrete]], 0)
-      return tf.reshape(stoch, shape)
-    return stoch
+    def _flat_stoch(self, stoch):
+        if self._discrete:
+            shape = tf.concat([tf.shape(stoch)[:-2], [self._stoch * self._discrete]], 0)
+            return tf.reshape(stoch, shape)
+        return stoch
 
-  def _sample(self, stats, sample):
-    dist = self.get_dist(stats)
-    stoch = dist.sample() if sample else dist.mode()
-    return tf.cast(stoch, dists.compute_dtype())
+    def _sample(self, stats, sample):
+        dist = self.get_dist(stats)
+        stoch = dist.sample() if sample else dist.mode()
+        return tf.cast(stoch, dists.compute_dtype())
 
-  def _suff_stats(self, name, x):
-    if self._discrete:
-      x = self.get(name, layers.Dense, self._stoch * self._discrete)(x)
-      shape = tf.concat([tf.shape(x)[:-1], [self._stoch, self._discrete]], 0)
-      return {'logit': tf.reshape(x, shape)}
-    x = self.get(name, layers.Dense, 2 * self._stoch)(x)
-    mean, std = tf.split(x, 2, -1)
-    std = {
-        'softplus': lambda: tf.nn.softplus(std),
-        'sigmoid': lambda: tf.nn.sigmoid(std),
-        'sigmoid2': lambda: 2 * tf.nn.sigmoid(std / 2),
-    }[self._std_act]()
-    return {'mean': mean, 'std': std + self._min_std}
+    def _suff_stats(self, name, x):
+        if self._discrete:
+            x = self.get(name, layers.Dense, self._stoch * self._discrete)(x)
+            shape = tf.concat([tf.shape(x)[:-1], [self._stoch, self._discrete]], 0)
+            return {'logit': tf.reshape(x, shape)}
+        x = self.get(name, layers.Dense, 2 * self._stoch)(x)
+        mean, std = tf.split(x, 2, -1)
+        std = {
+            'softplus': lambda: tf.nn.softplus(std),
+            'sigmoid': lambda: tf.nn.sigmoid(std),
+            'sigmoid2': lambda: 2 * tf.nn.sigmoid(std / 2),
+        }[self._std_act]()
+        return {'mean': mean, 'std': std + self._min_std}
 
 
 class ConvEncoder(Module):
-  """Four stride-2 VALID convolutions of depth 2^i * depth; [B, T, H, W, C] -> [B, T, E]."""
+    """Four stride-2 VALID convolutions of depth 2^i * depth; [B, T, H, W, C] -> [B, T, E]."""
 
-  def __init__(self, depth=32, act='elu', kernels=(4, 4, 4, 4), keys=('image',)):
-    super().__init__()
-    self._depth, self._act, self._kernels = depth, get_act(act), tuple(kernels)
-    self._keys = tuple(keys)
-    if self._keys != ('image',):
-      raise ValueError(f'encoder.keys is {list(keys)}: only [image] is supported.')
+    def __init__(self, depth=32, act='elu', kernels=(4, 4, 4, 4), keys=('image',)):
+        super().__init__()
+        self._depth, self._act, self._kernels = depth, get_act(act), tuple(kernels)
+        self._keys = tuple(keys)
+        if self._keys != ('image',):
+            raise ValueError(f'encoder.keys is {list(keys)}: only [image] is supported.')
 
-  def __call__(self, data):
-    image = tf.cast(data['image'], dists.compute_dtype())
-    x = tf.reshape(image, [-1, *image.shape[-3:]])
-    for i, kernel in enumerate(self._kernels):
-      conv = self.get(f'conv{i}', layers.Conv2D, 2 ** i * self._depth, kernel, 2)
-      x = self._act(conv(x))
-    x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
-    return tf.reshape(x, tf.concat([tf.shape(image)[:-3], [x.shape[-1]]], 0))
+    def __call__(self, data):
+        image = tf.cast(data['image'], dists.compute_dtype())
+        x = tf.reshape(image, [-1, *image.shape[-3:]])
+        for i, kernel in enumerate(self._kernels):
+            conv = self.get(f'conv{i}', layers.Conv2D, 2**i * self._depth, kernel, 2)
+            x = self._act(conv(x))
+        x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
+        return tf.reshape(x, tf.concat([tf.shape(image)[:-3], [x.shape[-1]]], 0))
 
 
 class ConvDecoder(Module):
-  """Dense to 32*depth, then transposed convolutions to the image mean of a unit Normal."""
+    """Dense to 32*depth, then transposed convolutions to the image mean of a unit Normal."""
 
-  def __init__(self, shape=(64, 64, 3), depth=32, act='elu', kernels=(5, 5, 6, 6)):
-    super().__init__()
-    self._shape = tuple(shape)
-    self._depth, self._act, self._kernels = depth, get_act(act), tuple(kernels)
+    def __init__(self, shape=(64, 64, 3), depth=32, act='elu', kernels=(5, 5, 6, 6)):
+        super().__init__()
+        self._shape = tuple(shape)
+        self._depth, self._act, self._kernels = depth, get_act(act), tuple(kernels)
 
-  def __call__(self, features):
-    x = self.get('dense', layers.Dense, 32 * self._depth)(features)
-    x = tf.reshape(x, [-1, 1, 1, 32 * self._depth])
-    last = len(self._kernels) - 1
-    for i, kernel in enumerate(self._kernels):
-      depth = self._shape[-1] if i == last else 2 ** (last - i - 1) * self._depth
-      act = None if i == last else self._act
-      # The first layer sees a 1x1 input, where TensorFlow's CPU transposed convolution is
-      # ~20x slower than the same computation written as one matrix product.
-      ctor = ConvTransposeFrom1x1 if i == 0 else layers.Conv2DTranspose
-      x = self.get(f'convt{i}', ctor, depth, kernel, 2, activation=act)(x)
-    if tuple(x.shape[1:]) != self._shape:
-      raise ValueError(
-          f'Decoder produces images of shape {tuple(x.shape[1:])}, not {self._shape}: the kernels '
-          f'{list(self._kernels)} fit 64x64 images only.')
-    mean = tf.reshape(tf.cast(x, tf.float32),
-                      tf.concat([tf.shape(features)[:-1], tf.constant(self._shape, tf.int32)], 0))
-    return tfd.Independent(tfd.Normal(mean, 1.0), len(self._shape))
+    def __call__(self, features):
+        x = self.get('dense', layers.Dense, 32 * self._depth)(features)
+        x = tf.reshape(x, [-1, 1, 1, 32 * self._depth])
+        last = len(self._kernels) - 1
+        for i, kernel in enumerate(self._kernels):
+            depth = self._shape[-1] if i == last else 2 ** (last - i - 1) * self._depth
+            act = None if i == last else self._act
+            # The first layer sees a 1x1 input, where TensorFlow's CPU transposed convolution is
+            # ~20x slower than the same computation written as one matrix product.
+            ctor = ConvTransposeFrom1x1 if i == 0 else layers.Conv2DTranspose
+            x = self.get(f'convt{i}', ctor, depth, kernel, 2, activation=act)(x)
+        if tuple(x.shape[1:]) != self._shape:
+            raise ValueError(
+                f'Decoder produces images of shape {tuple(x.shape[1:])}, not {self._shape}: the kernels '
+                f'{list(self._kernels)} fit 64x64 images only.'
+            )
+        mean = tf.reshape(
+            tf.cast(x, tf.float32),
+            tf.concat([tf.shape(features)[:-1], tf.constant(self._shape, tf.int32)], 0),
+        )
+        return tfd.Independent(tfd.Normal(mean, 1.0), len(self._shape))
 
 
 class ConvTransposeFrom1x1(layers.Layer):
-  """Conv2DTranspose(filters, kernel, stride, VALID) for 1x1 inputs, as one matrix product.
+    """Conv2DTranspose(filters, kernel, stride, VALID) for 1x1 inputs, as one matrix product.
 
-  Same variables (kernel [k, k, filters, in], per-channel bias), initialisers and outputs as
-  the Keras layer; each output pixel (i, j) is kernel[i, j] applied to the input vector.
-  """
+    Same variables (kernel [k, k, filters, in], per-channel bias), initialisers and outputs as
+    the Keras layer; each output pixel (i, j) is kernel[i, j] applied to the input vector.
+    """
 
-  def __init__(self, filters, kernel_size, strides, activation=None, **kwargs):
-    super().__init__(**kwargs)
-    self._filters, self._size = filters, kernel_size
-    self._act = keras.activations.get(activation)
+    def __init__(self, filters, kernel_size, strides, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self._filters, self._size = filters, kernel_size
+        self._act = keras.activations.get(activation)
 
-  def build(self, input_shape):
-    if tuple(input_shape[1:3]) != (1, 1):
-      raise ValueError(f'ConvTransposeFrom1x1 needs 1x1 inputs, got {tuple(input_shape)}.')
-    shape = (self._size, self._size, self._filters, int(input_shape[-1]))
-    self.kernel = self.add_weight('kernel', shape, initializer='glorot_uniform')
-    self.bias = self.add_weight('bias', (self._filters,), initializer='zeros')
+    def build(self, input_shape):
+        if tuple(input_shape[1:3]) != (1, 1):
+            raise ValueError(f'ConvTransposeFrom1x1 needs 1x1 inputs, got {tuple(input_shape)}.')
+        shape = (self._size, self._size, self._filters, int(input_shape[-1]))
+        self.kernel = self.add_weight('kernel', shape, initializer='glorot_uniform')
+        self.bias = self.add_weight('bias', (self._filters,), initializer='zeros')
 
-  def call(self, inputs):
-    kernel = tf.cast(self.kernel, inputs.dtype)
-    out = tf.einsum('nc,ijoc->nijo', inputs[:, 0, 0], kernel) + tf.cast(self.bias, inputs.dtype)
-    return self._act(out)
+    def call(self, inputs):
+        kernel = tf.cast(self.kernel, inputs.dtype)
+        out = tf.einsum('nc,ijoc->nijo', inputs[:, 0, 0], kernel) + tf.cast(self.bias, inputs.dtype)
+        return self._act(out)
 
 
 class MLP(Module):
-  """`layers` Dense layers of `units`, then a distribution over `shape`."""
+    """`layers` Dense layers of `units`, then a distribution over `shape`."""
 
-  def __init__(self, shape, layers=4, units=400, act='elu', dist='mse', min_std=0.1):
-    super().__init__()
-    self._shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    self._layers, self._units, self._act = layers, units, get_act(act)
-    self._dist, self._min_std = dist, min_std
-    if dist not in ('mse', 'binary', 'normal', 'tanh_normal', 'trunc_normal', 'onehot'):
-      dists.make(dist, None)  # raises the clear error
+    def __init__(self, shape, layers=4, units=400, act='elu', dist='mse', min_std=0.1):
+        super().__init__()
+        self._shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self._layers, self._units, self._act = layers, units, get_act(act)
+        self._dist, self._min_std = dist, min_std
+        if dist not in ('mse', 'binary', 'normal', 'tanh_normal', 'trunc_normal', 'onehot'):
+            dists.make(dist, None)  # raises the clear error
 
-  def __call__(self, features):
-    x = tf.cast(features, dists.compute_dtype())
-    for i in range(self._layers):
-      x = self.get(f'dense{i}', layers.Dense, self._units, self._act)(x)
-    size = int(np.prod(self._shape))
-    shape = tf.concat([tf.shape(x)[:-1], tf.constant(self._shape, tf.int32)], 0)
-    out = tf.cast(tf.reshape(self.get('out', layers.Dense, size)(x), shape), tf.float32)
-    std = None
-    if self._dist in dists.NEEDS_STD:
-      std = tf.cast(tf.reshape(self.get('std', layers.Dense, size)(x), shape), tf.float32)
-    return dists.make(self._dist, out, std, self._min_std, len(self._shape))
+    def __call__(self, features):
+        x = tf.cast(features, dists.compute_dtype())
+        for i in range(self._layers):
+            x = self.get(f'dense{i}', layers.Dense, self._units, self._act)(x)
+        size = int(np.prod(self._shape))
+        shape = tf.concat([tf.shape(x)[:-1], tf.constant(self._shape, tf.int32)], 0)
+        out = tf.cast(tf.reshape(self.get('out', layers.Dense, size)(x), shape), tf.float32)
+        std = None
+        if self._dist in dists.NEEDS_STD:
+            std = tf.cast(tf.reshape(self.get('std', layers.Dense, size)(x), shape), tf.float32)
+        return dists.make(self._dist, out, std, self._min_std, len(self._shape))

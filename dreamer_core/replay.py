@@ -1,4 +1,5 @@
 """Finished episodes stored as compressed .npz files, reloaded on restart, sampled as windows."""
+
 import datetime
 import os
 import pathlib
@@ -25,18 +26,23 @@ def episode_length(episode):
 
 def _validate(episode, source):
     if not isinstance(episode, dict) or not episode:
-        raise TypeError(f'{source}: an episode must be a non-empty dict of arrays, '
-                        f'got {type(episode).__name__}.')
+        raise TypeError(
+            f'{source}: an episode must be a non-empty dict of arrays, '
+            f'got {type(episode).__name__}.'
+        )
     episode = {key: np.asarray(value) for key, value in episode.items()}
     if 'action' not in episode:
         raise ValueError(f'{source}: the episode has no "action" key (keys: {sorted(episode)}).')
     rows = {key: (value.shape[0] if value.ndim else None) for key, value in episode.items()}
     if len(set(rows.values())) != 1 or None in rows.values():
-        raise ValueError(f'{source}: all arrays need the same first dimension (one row per step), '
-                         f'got rows {rows}.')
+        raise ValueError(
+            f'{source}: all arrays need the same first dimension (one row per step), '
+            f'got rows {rows}.'
+        )
     if rows['action'] < 2:
-        raise ValueError(f'{source}: an episode needs at least 2 rows (reset + one step), '
-                         f'got {rows["action"]}.')
+        raise ValueError(
+            f'{source}: an episode needs at least 2 rows (reset + one step), got {rows["action"]}.'
+        )
     return episode
 
 
@@ -56,7 +62,8 @@ def _write_atomic(path, episode):
     """savez into a temp file (not *.npz, so a crash never leaves a half episode that
     a restart would load), fsync, then rename over the final name."""
     handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f'.{path.stem}-', suffix='.tmp', delete=False)
+        dir=path.parent, prefix=f'.{path.stem}-', suffix='.tmp', delete=False
+    )
     try:
         with handle:
             np.savez_compressed(handle, **episode)
@@ -93,8 +100,9 @@ class Replay:
 
     def __init__(self, directory, capacity=0, seed=0, obs_shapes=None):
         if capacity < 0 or int(capacity) != capacity:
-            raise ValueError(f'Replay capacity must be a whole number >= 0 (0 = no limit), '
-                             f'got {capacity}.')
+            raise ValueError(
+                f'Replay capacity must be a whole number >= 0 (0 = no limit), got {capacity}.'
+            )
         self._directory = pathlib.Path(directory).expanduser()
         self._directory.mkdir(parents=True, exist_ok=True)
         self._capacity = int(capacity)
@@ -141,8 +149,11 @@ class Replay:
         try:
             episode = _validate(load_episode(path), str(path))
         except Exception as error:  # any unreadable file: keep it for inspection, go on
-            warnings.warn(f'Skipping unreadable replay file {path}: '
-                          f'{type(error).__name__}: {error}', RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f'Skipping unreadable replay file {path}: {type(error).__name__}: {error}',
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return None
         self._check_shapes(episode, f'Replay file {path}')
         return episode
@@ -150,14 +161,17 @@ class Replay:
     def _check_shapes(self, episode, source):
         for key, expected in self._obs_shapes.items():
             if key not in episode:
-                raise ReplayError(f'{source} has no "{key}" array (keys: {sorted(episode)}); '
-                                 f'the config expects observations {self._obs_shapes}.')
+                raise ReplayError(
+                    f'{source} has no "{key}" array (keys: {sorted(episode)}); '
+                    f'the config expects observations {self._obs_shapes}.'
+                )
             found = episode[key].shape[1:]
             if found != expected:
                 raise ReplayError(
                     f'{source} stores "{key}" with per-step shape {found}, but the config '
                     f'expects {expected}. The config probably changed since this logdir was '
-                    f'written (e.g. image_size or grayscale); use a new logdir.')
+                    f'written (e.g. image_size or grayscale); use a new logdir.'
+                )
 
     def add(self, episode):
         """Write a finished episode to disk atomically, keep it in memory, return its path."""
@@ -182,15 +196,19 @@ class Replay:
     def sample(self, batch, length, oversample_ends):
         """`batch` windows of `length` consecutive rows, stacked to [batch, length, ...]."""
         if batch < 1 or length < 1:
-            raise ValueError(f'Replay.sample needs batch >= 1 and length >= 1, '
-                             f'got batch={batch}, length={length}.')
+            raise ValueError(
+                f'Replay.sample needs batch >= 1 and length >= 1, '
+                f'got batch={batch}, length={length}.'
+            )
         with self._lock:
             windows = [self._window(length, oversample_ends) for _ in range(batch)]
         keys = set(windows[0])
         for window in windows[1:]:
             if set(window) != keys:
-                raise ValueError(f'Replay episodes have different keys: {sorted(keys)} vs '
-                                 f'{sorted(window)}; one logdir must hold one kind of episode.')
+                raise ValueError(
+                    f'Replay episodes have different keys: {sorted(keys)} vs '
+                    f'{sorted(window)}; one logdir must hold one kind of episode.'
+                )
         return {key: np.stack([w[key] for w in windows]) for key in windows[0]}
 
     def _window(self, length, oversample_ends):
@@ -200,19 +218,21 @@ class Replay:
         if oversample_ends:
             upper += length
         index = min(int(self._rng.integers(upper)), total - length)
-        return {key: value[index: index + length] for key, value in episode.items()}
+        return {key: value[index : index + length] for key, value in episode.items()}
 
     def _eligible_indices(self, length):
         if length not in self._eligible:
             self._eligible[length] = np.array(
-                [i for i, ep in enumerate(self._episodes) if len(ep['action']) >= length])
+                [i for i, ep in enumerate(self._episodes) if len(ep['action']) >= length]
+            )
         eligible = self._eligible[length]
         if not len(eligible):
             longest = max((len(ep['action']) for ep in self._episodes), default=0)
             raise ValueError(
                 f'No episode in replay {self._directory} has {length} rows: all '
                 f'{len(self._episodes)} in-memory episodes are shorter than dataset.length '
-                f'(longest: {longest} rows). Lower dataset.length or collect longer episodes.')
+                f'(longest: {longest} rows). Lower dataset.length or collect longer episodes.'
+            )
         return eligible
 
     def dataset(self, batch, length, oversample_ends):
@@ -221,12 +241,15 @@ class Replay:
 
         with self._lock:
             if not self._episodes:
-                raise ValueError(f'Replay {self._directory} is empty: add or prefill episodes '
-                                 f'before calling dataset().')
+                raise ValueError(
+                    f'Replay {self._directory} is empty: add or prefill episodes '
+                    f'before calling dataset().'
+                )
             example = self._episodes[-1]
         signature = {
             key: tf.TensorSpec((batch, length) + value.shape[1:], tf.as_dtype(value.dtype))
-            for key, value in example.items()}
+            for key, value in example.items()
+        }
 
         def generator():
             while True:

@@ -5,16 +5,28 @@ Layout of frame t of video v (any size): the top 40% of rows is a flat gray of l
 that moves one column per frame. Encoded near-losslessly (x264 qp 0, yuv444p) so a frame read
 back, even resized, is identified by `identify` with a wide tolerance.
 """
+
 import pathlib
 
 import imageio.v2 as imageio
 import numpy as np
 
 MAX_FRAMES = 60
-VIDEO_COLOURS = np.array([
-    (200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (200, 40, 200),
-    (40, 200, 200), (240, 140, 20), (110, 50, 170), (240, 240, 240), (20, 20, 20),
-], np.int64)
+VIDEO_COLOURS = np.array(
+    [
+        (200, 40, 40),
+        (40, 200, 40),
+        (40, 40, 200),
+        (200, 200, 40),
+        (200, 40, 200),
+        (40, 200, 200),
+        (240, 140, 20),
+        (110, 50, 170),
+        (240, 240, 240),
+        (20, 20, 20),
+    ],
+    np.int64,
+)
 
 
 def frame_level(t):
@@ -42,8 +54,15 @@ def write_video(path, video, num_frames=20, size=(10, 12), grayscale=False):
     if grayscale:
         frames = frames.mean(-1).round().astype(np.uint8)
     writer = imageio.get_writer(
-        str(path), format='FFMPEG', fps=10, codec='libx264', pixelformat='yuv444p',
-        output_params=['-qp', '0'], macro_block_size=2, ffmpeg_log_level='error')
+        str(path),
+        format='FFMPEG',
+        fps=10,
+        codec='libx264',
+        pixelformat='yuv444p',
+        output_params=['-qp', '0'],
+        macro_block_size=2,
+        ffmpeg_log_level='error',
+    )
     with writer:
         for frame in frames:
             writer.append_data(frame)

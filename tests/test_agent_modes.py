@@ -1,4 +1,5 @@
 """The agent under each exploration behaviour, under mixed precision, and in each variant."""
+
 import numpy as np
 import pytest
 
@@ -8,68 +9,101 @@ import tf_keras as keras
 
 from benchmarks.common import VARIANTS, build_agent, synthetic_batch
 
-TINY = ['--rssm.hidden', '16', '--rssm.deter', '16',
-        '--rssm.stoch', '4', '--encoder.depth', '2', '--reward_head.units', '16',
-        '--reward_head.layers', '1', '--actor.units', '16', '--actor.layers', '1',
-        '--critic.units', '16', '--critic.layers', '1', '--imag_horizon', '3',
-        '--expl_head.units', '16', '--expl_head.layers', '1', '--disag_models', '3',
-        '--dataset.batch', '3', '--dataset.length', '6']
-EXTRA = {'Dreamer': ['--decoder.depth', '2'], 'TPC': [],
-         'DreamerPro': ['--rssm.num_prototypes', '8', '--rssm.proto', '4']}
+TINY = [
+    '--rssm.hidden',
+    '16',
+    '--rssm.deter',
+    '16',
+    '--rssm.stoch',
+    '4',
+    '--encoder.depth',
+    '2',
+    '--reward_head.units',
+    '16',
+    '--reward_head.layers',
+    '1',
+    '--actor.units',
+    '16',
+    '--actor.layers',
+    '1',
+    '--critic.units',
+    '16',
+    '--critic.layers',
+    '1',
+    '--imag_horizon',
+    '3',
+    '--expl_head.units',
+    '16',
+    '--expl_head.layers',
+    '1',
+    '--disag_models',
+    '3',
+    '--dataset.batch',
+    '3',
+    '--dataset.length',
+    '6',
+]
+EXTRA = {
+    'Dreamer': ['--decoder.depth', '2'],
+    'TPC': [],
+    'DreamerPro': ['--rssm.num_prototypes', '8', '--rssm.proto', '4'],
+}
 ACT = 6
 
 
 def tiny_agent(variant, *flags):
-  return build_agent(variant, TINY + EXTRA[variant] + list(flags), ACT, blocks=['debug'])
+    return build_agent(variant, TINY + EXTRA[variant] + list(flags), ACT, blocks=['debug'])
 
 
 def policy_obs(batch=2, reset=True):
-  rng = np.random.default_rng(0)
-  return {'image': rng.integers(0, 256, (batch, 64, 64, 3), dtype=np.uint8),
-          'reset': np.full(batch, reset)}
+    rng = np.random.default_rng(0)
+    return {
+        'image': rng.integers(0, 256, (batch, 64, 64, 3), dtype=np.uint8),
+        'reset': np.full(batch, reset),
+    }
 
 
 @pytest.mark.parametrize('behavior', ['random', 'plan2explore', 'model_loss'])
 def test_exploration_behaviours_train_and_act(behavior):
-  agent, config = tiny_agent('Dreamer', '--expl_behavior', behavior, '--expl_until', '100')
-  mets = agent.train(synthetic_batch(config, ACT))
-  assert all(np.isfinite(v) for v in mets.values())
-  if behavior != 'random':
-    assert 'expl_expl_loss' in mets and 'expl_actor_loss' in mets
-  # Before expl_until the train-mode policy acts with the exploration actor.
-  agent.step.assign(0)
-  out, state = agent.policy(policy_obs(), mode='train')
-  assert out['action'].shape == (2, ACT) and np.all(np.abs(out['action']) <= 1)
-  if behavior == 'random':
-    # A uniform policy ignores the latent: two calls from the same state differ.
-    again, _ = agent.policy(policy_obs(), mode='train')
-    assert not np.allclose(out['action'], again['action'])
+    agent, config = tiny_agent('Dreamer', '--expl_behavior', behavior, '--expl_until', '100')
+    mets = agent.train(synthetic_batch(config, ACT))
+    assert all(np.isfinite(v) for v in mets.values())
+    if behavior != 'random':
+        assert 'expl_expl_loss' in mets and 'expl_actor_loss' in mets
+    # Before expl_until the train-mode policy acts with the exploration actor.
+    agent.step.assign(0)
+    out, state = agent.policy(policy_obs(), mode='train')
+    assert out['action'].shape == (2, ACT) and np.all(np.abs(out['action']) <= 1)
+    if behavior == 'random':
+        # A uniform policy ignores the latent: two calls from the same state differ.
+        again, _ = agent.policy(policy_obs(), mode='train')
+        assert not np.allclose(out['action'], again['action'])
 
 
 def test_reset_observation_clears_the_carried_state():
-  agent, config = tiny_agent('Dreamer')
-  agent.train(synthetic_batch(config, ACT))
-  _, fresh = agent.policy(policy_obs(), mode='eval')
-  _, state = agent.policy(policy_obs(reset=False), fresh, mode='eval')
-  # The deterministic state after a step from the zero state does not depend on sampling.
-  _, after_reset = agent.policy(policy_obs(reset=True), state, mode='eval')
-  _, continued = agent.policy(policy_obs(reset=False), state, mode='eval')
-  deter = lambda s: s[0]['deter'].numpy()
-  assert np.allclose(deter(after_reset), deter(fresh), atol=1e-6)
-  assert not np.allclose(deter(continued), deter(fresh), atol=1e-3)
+    agent, config = tiny_agent('Dreamer')
+    agent.train(synthetic_batch(config, ACT))
+    _, fresh = agent.policy(policy_obs(), mode='eval')
+    _, state = agent.policy(policy_obs(reset=False), fresh, mode='eval')
+    # The deterministic state after a step from the zero state does not depend on sampling.
+    _, after_reset = agent.policy(policy_obs(reset=True), state, mode='eval')
+    _, continued = agent.policy(policy_obs(reset=False), state, mode='eval')
+    deter = lambda s: s[0]['deter'].numpy()
+    assert np.allclose(deter(after_reset), deter(fresh), atol=1e-6)
+    assert not np.allclose(deter(continued), deter(fresh), atol=1e-3)
 
 
 @pytest.mark.parametrize('variant', list(VARIANTS))
 def test_mixed_precision_update_is_finite(variant):
-  """Mixed float16 (the GPU path) runs every variant's update with finite float32 losses."""
-  keras.mixed_precision.set_global_policy('mixed_float16')
-  try:
-    agent, config = tiny_agent(variant, '--rssm.discrete', '0')
-    assert agent.wm.model_opt._mixed
-    mets = agent.train(synthetic_batch(config, ACT))
-    assert mets['model_skipped'] in (0.0, 1.0)
-    assert np.isfinite(mets['model_loss']) and mets['model_loss_scale'] > 0
-    out, _ = agent.policy(policy_obs(), mode='train')
-    assert out['action'].dtype == np.float32 and np.all(np.isfinite(out['action']))
-  finally:
-    keras.mixed_precision.set_global_policy('float32')
+    """Mixed float16 (the GPU path) runs every variant's update with finite float32 losses."""
+    keras.mixed_precision.set_global_policy('mixed_float16')
+    try:
+        agent, config = tiny_agent(variant, '--rssm.discrete', '0')
+        assert agent.wm.model_opt._mixed
+        mets = agent.train(synthetic_batch(config, ACT))
+        assert mets['model_skipped'] in (0.0, 1.0)
+        assert np.isfinite(mets['model_loss']) and mets['model_loss_scale'] > 0
+        out, _ = agent.policy(policy_obs(), mode='train')
+        assert out['action'].dtype == np.float32 and np.all(np.isfinite(out['action']))
+    finally:
+        keras.mixed_precision.set_global_policy('float32')

@@ -1,4 +1,5 @@
 """Natural-video backgrounds: the mask rule, frame order, seeding, caching, bad files."""
+
 import warnings
 
 import numpy as np
@@ -10,8 +11,12 @@ from tests import fixtures_video as fx
 
 SIZE = (16, 16)
 # file name -> (video index, number of frames, source size (H, W))
-TRAIN = {'a.mp4': (0, 20, (10, 12)), 'b.mp4': (1, 33, (32, 40)),
-         'c.mkv': (2, 25, (16, 16)), 'd.avi': (3, 41, (24, 20))}
+TRAIN = {
+    'a.mp4': (0, 20, (10, 12)),
+    'b.mp4': (1, 33, (32, 40)),
+    'c.mkv': (2, 25, (16, 16)),
+    'd.avi': (3, 41, (24, 20)),
+}
 TEST = {'e.mp4': (4, 22, (12, 14)), 'f.mp4': (5, 30, (20, 16)), 'g.mkv': (6, 27, (10, 10))}
 FRAMES = {video: num for video, num, _ in [*TRAIN.values(), *TEST.values()]}
 
@@ -64,7 +69,7 @@ def test_masked_pixels_come_from_the_video_and_the_rest_from_the_render(folders)
     bg = VideoBackground(folders[0], SIZE, seed=1)
     bg.reset()
     render = np.zeros((*SIZE, 3), np.uint8)
-    render[:, :8] = (30, 60, 180)    # sky: masked
+    render[:, :8] = (30, 60, 180)  # sky: masked
     render[:, 8:12] = (100, 90, 80)  # body: kept
     render[:, 12:] = (50, 120, 120)  # blue ties green: kept
     background = bg.frame().copy()
@@ -111,6 +116,7 @@ def test_seeds_differ_and_repeat(folders):
             bg.reset()
             out += [shown(bg) for _ in range(2)]
         return out
+
     runs = {seed: run(seed) for seed in range(6)}
     assert len({tuple(r[:1]) for r in runs.values()}) > 1  # first (video, start) varies
     assert run(4) == runs[4]
@@ -218,8 +224,7 @@ def test_grayscale_video_becomes_three_channels(tmp_path):
 
 def test_prepare_frame_channels_and_size():
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    np.testing.assert_array_equal(backgrounds.prepare_frame(gray, (3, 4)),
-                                  np.stack([gray] * 3, -1))
+    np.testing.assert_array_equal(backgrounds.prepare_frame(gray, (3, 4)), np.stack([gray] * 3, -1))
     rgba = np.zeros((3, 4, 4), np.uint8)
     rgba[..., :3] = (10, 20, 30)
     rgba[..., 3] = 99

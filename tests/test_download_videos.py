@@ -1,4 +1,5 @@
 """download_videos.py with a fake downloader: selection, resume, failures, import, exit code."""
+
 import csv
 import io
 import json
@@ -11,9 +12,13 @@ import download_videos as dv
 from tests import fixtures_video as fx
 
 HEADER = ['label', 'youtube_id', 'time_start', 'time_end', 'split']
-TRAIN_ROWS = [('driving car', 'trainAAAAA1', 10, 20), ('archery', 'archeryAAA1', 0, 10),
-              ('driving car', 'train-BBB_2', 5, 15), ('Driving Car', 'trainCCCCC3', 30, 40),
-              ('driving car', 'trainDDDDD4', 1, 11)]
+TRAIN_ROWS = [
+    ('driving car', 'trainAAAAA1', 10, 20),
+    ('archery', 'archeryAAA1', 0, 10),
+    ('driving car', 'train-BBB_2', 5, 15),
+    ('Driving Car', 'trainCCCCC3', 30, 40),
+    ('driving car', 'trainDDDDD4', 1, 11),
+]
 VAL_ROWS = [('driving car', 'valAAAAAAA1', 3, 13), ('archery', 'valBBBBBBB2', 0, 10)]
 TEST_ROWS = [('driving car', 'testAAAAAA1', 7, 17), ('driving car', 'testBBBBBB2', 8, 18)]
 TRAIN_CAR = [row for row in TRAIN_ROWS if row[0].lower() == 'driving car']
@@ -24,7 +29,7 @@ def write_csv(path, rows, split, labelled=True):
         writer = csv.writer(file)
         writer.writerow(HEADER if labelled else HEADER[1:])
         for label, vid, start, end in rows:
-            writer.writerow([label, vid, start, end, split][0 if labelled else 1:])
+            writer.writerow([label, vid, start, end, split][0 if labelled else 1 :])
 
 
 def name(row):
@@ -92,25 +97,27 @@ def test_label_and_split_select_the_right_rows(tmp_path, annotations, clip_bytes
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('[')]
     assert len(lines) == len(TRAIN_CAR) and lines[0].startswith(f'[1/{len(TRAIN_CAR)}] train')
     part = report_of(out)['splits']['train']
-    assert part['source'] == 'train.csv' and part['downloaded'] == [n[:-4] for n in
-                                                                   map(name, TRAIN_CAR)]
+    assert part['source'] == 'train.csv' and part['downloaded'] == [
+        n[:-4] for n in map(name, TRAIN_CAR)
+    ]
 
 
 @pytest.mark.parametrize('labelled', [True, False])
-def test_test_split_is_test_csv_if_labelled_else_validate(tmp_path, annotations, clip_bytes,
-                                                          labelled):
+def test_test_split_is_test_csv_if_labelled_else_validate(
+    tmp_path, annotations, clip_bytes, labelled
+):
     write_csv(annotations / 'test.csv', TEST_ROWS, 'test', labelled=labelled)
     fake = FakeDownloader(clip_bytes)
     code, out = run(tmp_path, annotations, '--split', 'test', downloader=fake)
     rows = [r for r in (TEST_ROWS if labelled else VAL_ROWS) if r[0] == 'driving car']
     assert code == 0
     assert [call[0] for call in fake.calls] == [row[1] for row in rows]
-    assert report_of(out)['splits']['test']['source'] == ('test.csv' if labelled
-                                                          else 'validate.csv')
+    assert report_of(out)['splits']['test']['source'] == (
+        'test.csv' if labelled else 'validate.csv'
+    )
 
 
-def test_unknown_label_is_an_error_with_close_matches(tmp_path, annotations, clip_bytes,
-                                                      capsys):
+def test_unknown_label_is_an_error_with_close_matches(tmp_path, annotations, clip_bytes, capsys):
     fake = FakeDownloader(clip_bytes)
     code, out = run(tmp_path, annotations, '--label', 'drivng car', downloader=fake)
     assert code == 1 and not fake.calls
@@ -120,8 +127,9 @@ def test_unknown_label_is_an_error_with_close_matches(tmp_path, annotations, cli
 
 
 def test_resume_skips_readable_and_refetches_corrupt(tmp_path, annotations, clip_bytes):
-    code, out = run(tmp_path, annotations, '--split', 'train',
-                    downloader=FakeDownloader(clip_bytes))
+    code, out = run(
+        tmp_path, annotations, '--split', 'train', downloader=FakeDownloader(clip_bytes)
+    )
     assert code == 0
     corrupt = out / 'train' / name(TRAIN_CAR[1])
     fx.write_garbage(corrupt)
@@ -137,31 +145,40 @@ def test_resume_skips_readable_and_refetches_corrupt(tmp_path, annotations, clip
 
 def test_failures_are_reported_with_reasons_and_retried(tmp_path, annotations, clip_bytes):
     gone, flaky, busy = TRAIN_CAR[0][1], TRAIN_CAR[1][1], TRAIN_CAR[2][1]
-    fake = FakeDownloader(clip_bytes, fail={
-        gone: dv.PermanentDownloadError('Video unavailable'),
-        flaky: (2, ConnectionError('reset by peer')),
-        busy: (5, ConnectionError('HTTP Error 429'))})
+    fake = FakeDownloader(
+        clip_bytes,
+        fail={
+            gone: dv.PermanentDownloadError('Video unavailable'),
+            flaky: (2, ConnectionError('reset by peer')),
+            busy: (5, ConnectionError('HTTP Error 429')),
+        },
+    )
     code, out = run(tmp_path, annotations, '--split', 'train', '--retries', '2', downloader=fake)
     calls = [call[0] for call in fake.calls]
     assert calls.count(gone) == 1 and calls.count(flaky) == 3 and calls.count(busy) == 3
     failed = {f['name']: f['error'] for f in report_of(out)['splits']['train']['failed']}
-    assert failed == {name(TRAIN_CAR[0])[:-4]: 'PermanentDownloadError: Video unavailable',
-                      name(TRAIN_CAR[2])[:-4]: 'ConnectionError: HTTP Error 429'}
+    assert failed == {
+        name(TRAIN_CAR[0])[:-4]: 'PermanentDownloadError: Video unavailable',
+        name(TRAIN_CAR[2])[:-4]: 'ConnectionError: HTTP Error 429',
+    }
     assert code == 0  # the flaky and the last clip made it
     assert (out / 'train' / name(TRAIN_CAR[1])).exists()
 
 
 def test_no_temp_or_partial_video_is_left_after_failures(tmp_path, annotations, clip_bytes):
-    fake = FakeDownloader(clip_bytes, partial=True,
-                          fail={TRAIN_CAR[0][1]: RuntimeError('connection dropped')})
+    fake = FakeDownloader(
+        clip_bytes, partial=True, fail={TRAIN_CAR[0][1]: RuntimeError('connection dropped')}
+    )
 
     def downloader(video_id, start, end, dest):
         if video_id == TRAIN_CAR[1][1]:
             dest.write_bytes(b'not a video')  # claims success, writes junk
             return
         fake(video_id, start, end, dest)
-    code, out = run(tmp_path, annotations, '--split', 'train', '--retries', '0',
-                    downloader=downloader)
+
+    code, out = run(
+        tmp_path, annotations, '--split', 'train', '--retries', '0', downloader=downloader
+    )
     names = sorted(p.name for p in (out / 'train').iterdir())
     assert names == sorted(map(name, TRAIN_CAR[2:]))
     failed = {f['name']: f['error'] for f in report_of(out)['splits']['train']['failed']}
@@ -183,8 +200,9 @@ def test_stale_temp_files_are_removed_at_start(tmp_path, annotations, clip_bytes
 
 def test_max_stops_once_enough_clips_are_present(tmp_path, annotations, clip_bytes):
     fake = FakeDownloader(clip_bytes, fail={TRAIN_CAR[0][1]: RuntimeError('gone')})
-    code, out = run(tmp_path, annotations, '--split', 'train', '--max', '2', '--retries', '0',
-                    downloader=fake)
+    code, out = run(
+        tmp_path, annotations, '--split', 'train', '--max', '2', '--retries', '0', downloader=fake
+    )
     assert code == 0
     assert [call[0] for call in fake.calls] == [row[1] for row in TRAIN_CAR[:3]]
     part = report_of(out)['splits']['train']
@@ -194,8 +212,9 @@ def test_max_stops_once_enough_clips_are_present(tmp_path, annotations, clip_byt
 def test_exit_code_1_when_a_split_gets_nothing(tmp_path, annotations, clip_bytes, capsys):
     fail = {row[1]: RuntimeError('gone') for row in TRAIN_ROWS + TEST_ROWS}
     fail.pop(TRAIN_CAR[0][1])  # train gets one clip, test none
-    code, out = run(tmp_path, annotations, '--retries', '0',
-                    downloader=FakeDownloader(clip_bytes, fail=fail))
+    code, out = run(
+        tmp_path, annotations, '--retries', '0', downloader=FakeDownloader(clip_bytes, fail=fail)
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert 'test' in err and '--from-dir' in err
@@ -228,8 +247,9 @@ def test_from_dir_any_names_takes_every_video(tmp_path, annotations, clip_bytes)
     for file in ('a.mp4', 'b.webm'):
         (mine / file).write_bytes(clip_bytes)
     (mine / 'notes.txt').write_text('x')
-    code, out = run(tmp_path, annotations, '--split', 'test', '--from-dir', str(mine),
-                    '--any-names')
+    code, out = run(
+        tmp_path, annotations, '--split', 'test', '--from-dir', str(mine), '--any-names'
+    )
     assert code == 0
     assert {p.name for p in (out / 'test').iterdir()} == {'a.mp4', 'b.webm'}
     with pytest.raises(SystemExit):
@@ -252,6 +272,7 @@ def test_retries_wait_with_doubling_backoff():
         if len(attempts) < 3:
             raise OSError('transient')
         return 'ok'
+
     assert dv.with_retries(flaky, retries=3, backoff=0.5, sleep=waits.append) == 'ok'
     assert waits == [0.5, 1.0]
     waits.clear()
@@ -274,8 +295,10 @@ def test_annotations_are_fetched_from_the_archive(tmp_path, monkeypatch, clip_by
     make_archive(archive, ['train.csv', 'validate.csv', 'test.csv', 'train.json'])
     monkeypatch.setattr(dv, 'ANNOTATIONS_URL', archive.as_uri())
     out = tmp_path / 'videos'
-    dv.main(['--out', str(out), '--split', 'train', '--label', 'x'],
-            downloader=FakeDownloader(clip_bytes))
+    dv.main(
+        ['--out', str(out), '--split', 'train', '--label', 'x'],
+        downloader=FakeDownloader(clip_bytes),
+    )
     cache = out / 'annotations'
     assert sorted(p.name for p in cache.iterdir()) == ['test.csv', 'train.csv', 'validate.csv']
     assert 'x,train.csv,0,1' in (cache / 'train.csv').read_text()

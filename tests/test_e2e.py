@@ -1,4 +1,5 @@
 """End to end: each variant's real train.py on a tiny config, then resumed in the same logdir."""
+
 import pathlib
 
 import numpy as np
@@ -10,53 +11,57 @@ from tests.e2e import metrics, run_variant
 
 
 def load_events(logdir):
-  acc = event_accumulator.EventAccumulator(
-      str(logdir), size_guidance={'images': 0, 'tensors': 0, 'scalars': 0})
-  acc.Reload()
-  return acc
+    acc = event_accumulator.EventAccumulator(
+        str(logdir), size_guidance={'images': 0, 'tensors': 0, 'scalars': 0}
+    )
+    acc.Reload()
+    return acc
 
 
-@pytest.mark.parametrize('variant,task,configs', [
-    ('Dreamer', 'dmc_walker_walk', ('defaults', 'dmc')),
-    ('DreamerPro', 'dmc_cup_catch', ('defaults', 'dmc', 'norm_off')),
-    ('TPC', 'dmc_cartpole_swingup', ('defaults', 'dmc')),
-])
+@pytest.mark.parametrize(
+    'variant,task,configs',
+    [
+        ('Dreamer', 'dmc_walker_walk', ('defaults', 'dmc')),
+        ('DreamerPro', 'dmc_cup_catch', ('defaults', 'dmc', 'norm_off')),
+        ('TPC', 'dmc_cartpole_swingup', ('defaults', 'dmc')),
+    ],
+)
 def test_train_and_resume(tmp_path, variant, task, configs):
-  logdir = tmp_path / 'run'
-  first = run_variant(variant, logdir, '--task', task, configs=configs)
-  assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-  assert 'Prefill dataset (40 steps, 80 frames)' in first.stdout
-  assert (logdir / 'variables.npz').exists()
-  assert (logdir / 'config.yaml').exists()
-  train_files = sorted((logdir / 'train_replay').glob('*.npz'))
-  eval_files = sorted((logdir / 'eval_replay').glob('*.npz'))
-  # 240 frames of 40-frame episodes: 6 training episodes; 1 random + 2 evaluations of 2 each.
-  assert len(train_files) == 6 and len(eval_files) == 5
-  for path in train_files + eval_files:
-    episode = load_episode(path)
-    assert episode['image'].shape == (21, 64, 64, 3) and episode['image'].dtype == np.uint8
-    assert path.name.endswith('-20.npz')
-    assert episode['reset'][0] and not episode['reset'][1:].any()
-  rows = metrics(logdir)
-  evals = [row for row in rows if 'eval_return' in row]
-  assert [row['step'] for row in evals] == [80, 160]
-  assert all(np.isfinite(row['eval_return']) for row in evals)
-  losses = [row for row in rows if 'model_loss' in row]
-  assert losses and all(np.isfinite(row['model_loss']) for row in losses)
-  events = load_events(logdir)
-  tags = events.Tags()
-  assert {'eval_return', 'train_return', 'model_loss'} <= set(tags['tensors'])
-  assert 'train_policy' in tags['images'] and 'eval_policy' in tags['images']
-  if variant == 'Dreamer':
-    assert 'train/openl' in tags['images']
-  first_steps = [row['step'] for row in rows]
+    logdir = tmp_path / 'run'
+    first = run_variant(variant, logdir, '--task', task, configs=configs)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert 'Prefill dataset (40 steps, 80 frames)' in first.stdout
+    assert (logdir / 'variables.npz').exists()
+    assert (logdir / 'config.yaml').exists()
+    train_files = sorted((logdir / 'train_replay').glob('*.npz'))
+    eval_files = sorted((logdir / 'eval_replay').glob('*.npz'))
+    # 240 frames of 40-frame episodes: 6 training episodes; 1 random + 2 evaluations of 2 each.
+    assert len(train_files) == 6 and len(eval_files) == 5
+    for path in train_files + eval_files:
+        episode = load_episode(path)
+        assert episode['image'].shape == (21, 64, 64, 3) and episode['image'].dtype == np.uint8
+        assert path.name.endswith('-20.npz')
+        assert episode['reset'][0] and not episode['reset'][1:].any()
+    rows = metrics(logdir)
+    evals = [row for row in rows if 'eval_return' in row]
+    assert [row['step'] for row in evals] == [80, 160]
+    assert all(np.isfinite(row['eval_return']) for row in evals)
+    losses = [row for row in rows if 'model_loss' in row]
+    assert losses and all(np.isfinite(row['model_loss']) for row in losses)
+    events = load_events(logdir)
+    tags = events.Tags()
+    assert {'eval_return', 'train_return', 'model_loss'} <= set(tags['tensors'])
+    assert 'train_policy' in tags['images'] and 'eval_policy' in tags['images']
+    if variant == 'Dreamer':
+        assert 'train/openl' in tags['images']
+    first_steps = [row['step'] for row in rows]
 
-  second = run_variant(variant, logdir, '--task', task, '--steps', '320', configs=configs)
-  assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-  assert 'Prefill' not in second.stdout
-  assert 'Pretrain' not in second.stdout
-  assert 'Resumed agent' in second.stdout and 'at frame 240' in second.stdout
-  rows = metrics(logdir)
-  new_steps = [row['step'] for row in rows[len(first_steps):]]
-  assert new_steps and min(new_steps) >= 240 and max(new_steps) >= 280
-  assert len(list((logdir / 'train_replay').glob('*.npz'))) == 8
+    second = run_variant(variant, logdir, '--task', task, '--steps', '320', configs=configs)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert 'Prefill' not in second.stdout
+    assert 'Pretrain' not in second.stdout
+    assert 'Resumed agent' in second.stdout and 'at frame 240' in second.stdout
+    rows = metrics(logdir)
+    new_steps = [row['step'] for row in rows[len(first_steps) :]]
+    assert new_steps and min(new_steps) >= 240 and max(new_steps) >= 280
+    assert len(list((logdir / 'train_replay').glob('*.npz'))) == 8

@@ -34,7 +34,8 @@ def test_jsonl_steps_are_env_frames(tmp_path):
     lines = read_jsonl(tmp_path)
     assert lines == [
         {'step': 40, 'loss': 0.25, 'train/return': 12.5, 'train/length': 7.0},
-        {'step': 60, 'loss': 0.5}]
+        {'step': 60, 'loss': 0.5},
+    ]
 
 
 def test_terminal_line(tmp_path, capsys):

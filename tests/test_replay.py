@@ -126,7 +126,7 @@ def test_corrupt_files_are_skipped_with_warning_and_kept(tmp_path, clock):
     replay = Replay(tmp_path)
     good = replay.add(make_episode(4, start=0))
     truncated = replay.add(make_episode(4, start=100))
-    truncated.write_bytes(truncated.read_bytes()[:len(truncated.read_bytes()) // 2])
+    truncated.write_bytes(truncated.read_bytes()[: len(truncated.read_bytes()) // 2])
     garbage = tmp_path / '20240101T235900-deadbeef-5.npz'
     garbage.write_bytes(np.random.default_rng(0).bytes(300))
     with pytest.warns(RuntimeWarning) as record:
@@ -149,11 +149,14 @@ def test_obs_shapes_mismatch_names_file_and_shapes(tmp_path):
     assert Replay(tmp_path, obs_shapes={'image': (4, 4, 3)}).num_episodes == 1
 
 
-@pytest.mark.parametrize('bad, match', [
-    ([1, 2], 'dict'),
-    ({'action': np.zeros((1, 2))}, 'at least 2 rows'),
-    ({'action': np.zeros((3, 2)), 'reward': np.zeros(4)}, 'same first dimension'),
-])
+@pytest.mark.parametrize(
+    'bad, match',
+    [
+        ([1, 2], 'dict'),
+        ({'action': np.zeros((1, 2))}, 'at least 2 rows'),
+        ({'action': np.zeros((3, 2)), 'reward': np.zeros(4)}, 'same first dimension'),
+    ],
+)
 def test_add_rejects_bad_episodes(tmp_path, bad, match):
     with pytest.raises((TypeError, ValueError), match=match):
         Replay(tmp_path).add(bad)
@@ -175,7 +178,7 @@ def test_sampled_windows_are_contiguous_slices(tmp_path):
         source = episodes[int(steps[0]) // 100 * 100]
         index = int(steps[0]) % 100
         for key, value in source.items():
-            np.testing.assert_array_equal(batch[key][b], value[index: index + 6])
+            np.testing.assert_array_equal(batch[key][b], value[index : index + 6])
 
 
 def test_sampling_is_reproducible_with_seed(tmp_path):

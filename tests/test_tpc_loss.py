@@ -1,4 +1,5 @@
 """TPC's loss terms against plain NumPy loops, and the TPCLoss module's interface."""
+
 import importlib.util
 import math
 import pathlib
@@ -39,8 +40,9 @@ def np_tpc(s, prior_mean, prior_std, noise, perturb, warm_up):
     terms = []
     for b in range(batch):
         for t in range(warm_up, steps):
-            logits = [np_log_prob(sample[b, t], prior_mean[c, t], prior_std[c, t])
-                      for c in range(batch)]
+            logits = [
+                np_log_prob(sample[b, t], prior_mean[c, t], prior_std[c, t]) for c in range(batch)
+            ]
             terms.append(np_xent_own_label(logits, b))
     return np.mean(terms)
 
@@ -48,8 +50,11 @@ def np_tpc(s, prior_mean, prior_std, noise, perturb, warm_up):
 def np_csc(s, prior_mean, prior_std, noise, perturb, warm_up):
     sample = s + NOISE_STD * noise if perturb else s
     batch, steps, _ = s.shape
-    terms = [np_log_prob(sample[b, t], prior_mean[b, t], prior_std[b, t])
-             for b in range(batch) for t in range(warm_up, steps)]
+    terms = [
+        np_log_prob(sample[b, t], prior_mean[b, t], prior_std[b, t])
+        for b in range(batch)
+        for t in range(warm_up, steps)
+    ]
     return -np.mean(terms)
 
 
@@ -76,9 +81,16 @@ def random_inputs(shape, seed):
 
 
 def make_config(**rssm):
-    options = dict(discrete=False, warm_up=1, perturb_std=NOISE_STD, perturb_tpc=True,
-                   perturb_csc=False, perturb_spc=True, posterior_input='embed',
-                   posterior_std='prior')
+    options = dict(
+        discrete=False,
+        warm_up=1,
+        perturb_std=NOISE_STD,
+        perturb_tpc=True,
+        perturb_csc=False,
+        perturb_spc=True,
+        posterior_input='embed',
+        posterior_std='prior',
+    )
     options.update(rssm)
     return types.SimpleNamespace(seed=0, rssm=types.SimpleNamespace(**options))
 
@@ -92,8 +104,9 @@ def states(s, prior_mean, prior_std, dtype=tf.float32):
 def test_diag_normal_log_prob_matches_formula():
     s, mean, std, _ = random_inputs((3, 2, 4), seed=0)
     got = tpc_loss_mod.diag_normal_log_prob(s, mean, std).numpy()
-    want = np.array([[np_log_prob(s[i, j], mean[i, j], std[i, j]) for j in range(2)]
-                     for i in range(3)])
+    want = np.array(
+        [[np_log_prob(s[i, j], mean[i, j], std[i, j]) for j in range(2)] for i in range(3)]
+    )
     assert got.shape == (3, 2)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -108,9 +121,11 @@ def test_tpc_and_csc_match_loops(shape, perturb, warm_up):
     tpc = tpc_loss_mod.tpc_loss(*args, NOISE_STD, perturb, warm_up, noise_tf).numpy()
     csc = tpc_loss_mod.csc_loss(*args, NOISE_STD, perturb, warm_up, noise_tf).numpy()
     np.testing.assert_allclose(
-        tpc, np_tpc(s, prior_mean, prior_std, noise, perturb, warm_up), rtol=1e-4)
+        tpc, np_tpc(s, prior_mean, prior_std, noise, perturb, warm_up), rtol=1e-4
+    )
     np.testing.assert_allclose(
-        csc, np_csc(s, prior_mean, prior_std, noise, perturb, warm_up), rtol=1e-4)
+        csc, np_csc(s, prior_mean, prior_std, noise, perturb, warm_up), rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize('shape', SHAPES)
@@ -118,8 +133,9 @@ def test_tpc_and_csc_match_loops(shape, perturb, warm_up):
 def test_spc_matches_loop(shape, perturb):
     s, _, _, noise = random_inputs(shape, seed=sum(shape))
     s = 0.3 * s  # Close means make the B-way choice hard, so the loss is far from zero.
-    got = tpc_loss_mod.spc_loss(tf.constant(s, tf.float32), NOISE_STD, perturb,
-                                tf.constant(noise, tf.float32)).numpy()
+    got = tpc_loss_mod.spc_loss(
+        tf.constant(s, tf.float32), NOISE_STD, perturb, tf.constant(noise, tf.float32)
+    ).numpy()
     want = np_spc(s, noise, perturb)
     assert want > 1e-3
     np.testing.assert_allclose(got, want, rtol=1e-4)
@@ -142,7 +158,8 @@ def test_gradients_reach_post_mean_and_stop_at_sg_prior_std():
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([post_mean, std])
         stopped = tpc_loss_mod.tpc_loss(
-            post_mean, mean, tf.stop_gradient(std), NOISE_STD, True, 1, noise)
+            post_mean, mean, tf.stop_gradient(std), NOISE_STD, True, 1, noise
+        )
         flowing = tpc_loss_mod.tpc_loss(post_mean, mean, std, NOISE_STD, True, 1, noise)
     grad_post = tape.gradient(stopped, post_mean)
     assert grad_post is not None and np.abs(grad_post.numpy()).max() > 1e-6
@@ -193,7 +210,8 @@ def test_module_under_tf_function_and_float16_matches_pure_functions():
     want = {
         'tpc': tpc_loss_mod.tpc_loss(*args, NOISE_STD, True, 1, noise),
         'csc': tpc_loss_mod.csc_loss(*args, NOISE_STD, True, 1, noise),
-        'spc': tpc_loss_mod.spc_loss(args[0], NOISE_STD, True, noise)}
+        'spc': tpc_loss_mod.spc_loss(args[0], NOISE_STD, True, noise),
+    }
     for name, value in want.items():
         assert losses[name].dtype == tf.float32
         np.testing.assert_allclose(losses[name].numpy(), value.numpy(), rtol=1e-5)
@@ -218,8 +236,9 @@ def test_discrete_latents_are_a_clear_error(discrete):
         tpc_loss_mod.TPCLoss(make_config(discrete=discrete), wm=None)
 
 
-@pytest.mark.parametrize('key,value', [('posterior_input', 'deter_embed'),
-                                       ('posterior_std', 'learned')])
+@pytest.mark.parametrize(
+    'key,value', [('posterior_input', 'deter_embed'), ('posterior_std', 'learned')]
+)
 def test_posterior_options_are_checked(key, value):
     with pytest.raises(ValueError, match=rf'config\.rssm\.{key} must be'):
         tpc_loss_mod.TPCLoss(make_config(**{key: value}), wm=None)

@@ -1,4 +1,5 @@
 """Train Dreamer (DreamerV2): `python dreamerv2/train.py --logdir ... --task ... --configs ...`."""
+
 import pathlib
 import sys
 
@@ -9,4 +10,4 @@ from dreamer_core import train  # noqa: E402
 from recon_loss import ReconLoss  # noqa: E402
 
 if __name__ == '__main__':
-  sys.exit(train.main(sys.argv[1:], HERE, ReconLoss, 'dreamer'))
+    sys.exit(train.main(sys.argv[1:], HERE, ReconLoss, 'dreamer'))

@@ -1,4 +1,5 @@
 """Train DreamerPro: `python dreamerv2/train.py --logdir ... --task ... --configs ...`."""
+
 import pathlib
 import sys
 
@@ -9,4 +10,4 @@ from dreamer_core import train  # noqa: E402
 from proto_loss import ProtoLoss  # noqa: E402
 
 if __name__ == '__main__':
-  sys.exit(train.main(sys.argv[1:], HERE, ProtoLoss, 'dreamer_pro'))
+    sys.exit(train.main(sys.argv[1:], HERE, ProtoLoss, 'dreamer_pro'))

@@ -12,6 +12,7 @@ s~ is the same point wherever it appears. Everything is computed in float32 what
 compute precision. Logits are laid out time-major [T, B, B'] internally; row b of a time
 step scores sample b against all B' candidates and its label is b.
 """
+
 import math
 
 import dreamer_core  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
@@ -43,8 +44,9 @@ def tpc_loss(post_mean, prior_mean, prior_std, noise_std, perturb, warm_up, nois
 
 def csc_loss(post_mean, prior_mean, prior_std, noise_std, perturb, warm_up, noise):
     """Consistency: negative log-likelihood of each sample under its own prior, t >= warm_up."""
-    _check_states(warm_up, post_mean=post_mean, prior_mean=prior_mean,
-                  prior_std=prior_std, noise=noise)
+    _check_states(
+        warm_up, post_mean=post_mean, prior_mean=prior_mean, prior_std=prior_std, noise=noise
+    )
     sample = _perturb(post_mean, noise_std, perturb, noise)
     log_prob = diag_normal_log_prob(sample, prior_mean, prior_std)
     return -tf.reduce_mean(log_prob[:, warm_up:])
@@ -57,8 +59,9 @@ def spc_loss(post_mean, noise_std, perturb, noise):
 
 def _tpc_terms(post_mean, prior_mean, prior_std, noise_std, perturb, warm_up, noise):
     """(loss, accuracy) of TPC; both averaged over b and t >= warm_up."""
-    _check_states(warm_up, post_mean=post_mean, prior_mean=prior_mean,
-                  prior_std=prior_std, noise=noise)
+    _check_states(
+        warm_up, post_mean=post_mean, prior_mean=prior_mean, prior_std=prior_std, noise=noise
+    )
     sample = _time_major(_perturb(post_mean, noise_std, perturb, noise))
     mean, std = _time_major(prior_mean), _time_major(prior_std)
     logits = diag_normal_log_prob(sample[:, :, None], mean[:, None], std[:, None])
@@ -106,14 +109,15 @@ def _check_states(warm_up, post_mean, **others):
         raise ValueError(f'post_mean must be [B, T, S], got shape {shape}.')
     for name, value in others.items():
         if not value.shape.is_compatible_with(shape):
-            raise ValueError(f'{name} must match post_mean [B, T, S] = {shape}, '
-                             f'got {value.shape}.')
+            raise ValueError(f'{name} must match post_mean [B, T, S] = {shape}, got {value.shape}.')
     if not isinstance(warm_up, int) or warm_up < 0:
         raise ValueError(f'warm_up must be a non-negative int, got {warm_up!r}.')
     steps = shape[1]
     if steps is not None and steps <= warm_up:
-        raise ValueError(f'Sequence length T = {steps} leaves no step after warm_up = '
-                         f'{warm_up}; use a longer dataset.length.')
+        raise ValueError(
+            f'Sequence length T = {steps} leaves no step after warm_up = '
+            f'{warm_up}; use a longer dataset.length.'
+        )
 
 
 class TPCLoss(tf.Module):
@@ -129,7 +133,8 @@ class TPCLoss(tf.Module):
         self._warm_up = int(_option(rssm, 'warm_up'))
         self._noise_std = float(_option(rssm, 'perturb_std'))
         self._perturb = {
-            name: bool(_option(rssm, f'perturb_{name}')) for name in ('tpc', 'csc', 'spc')}
+            name: bool(_option(rssm, f'perturb_{name}')) for name in ('tpc', 'csc', 'spc')
+        }
         self._rng = tf.random.Generator.from_seed([int(config.seed), _NOISE_STREAM])
 
     def preprocess(self, data):
@@ -146,8 +151,7 @@ class TPCLoss(tf.Module):
         csc = csc_loss(*args, self._perturb['csc'], self._warm_up, noise)
         spc, spc_acc = _spc_terms(post_mean, self._noise_std, self._perturb['spc'], noise)
         losses = {'tpc': tpc, 'csc': csc, 'spc': spc}
-        metrics = {'tpc_acc': tpc_acc, 'spc_acc': spc_acc,
-                   'prior_std': tf.reduce_mean(prior_std)}
+        metrics = {'tpc_acc': tpc_acc, 'spc_acc': spc_acc, 'prior_std': tf.reduce_mean(prior_std)}
         return losses, metrics
 
     def after_update(self):
@@ -168,7 +172,8 @@ def _check_config(rssm):
     if discrete:
         raise ValueError(
             f'TPC uses continuous latents but config.rssm.discrete = {discrete!r}; '
-            'set `--rssm.discrete False` (the dmc block does).')
+            'set `--rssm.discrete False` (the dmc block does).'
+        )
     expected = {'posterior_input': 'embed', 'posterior_std': 'prior'}
     for key, value in expected.items():
         got = _option(rssm, key)
@@ -176,10 +181,13 @@ def _check_config(rssm):
             raise ValueError(
                 f"TPC computes the posterior from the embedding alone with std = sg(prior std): "
                 f"config.rssm.{key} must be {value!r}, got {got!r}; set it in the rssm "
-                f"block of TPC/dreamerv2/configs.yaml.")
+                f"block of TPC/dreamerv2/configs.yaml."
+            )
     if not float(_option(rssm, 'perturb_std')) > 0:
-        raise ValueError('config.rssm.perturb_std must be > 0: it is also the std of the '
-                         f"SPC likelihood; got {_option(rssm, 'perturb_std')!r}.")
+        raise ValueError(
+            'config.rssm.perturb_std must be > 0: it is also the std of the '
+            f"SPC likelihood; got {_option(rssm, 'perturb_std')!r}."
+        )
     warm_up = _option(rssm, 'warm_up')
     if isinstance(warm_up, bool) or int(warm_up) != warm_up or warm_up < 0:
         raise ValueError(f'config.rssm.warm_up must be a non-negative int, got {warm_up!r}.')
@@ -189,12 +197,15 @@ def _option(rssm, key):
     try:
         return getattr(rssm, key)
     except (AttributeError, KeyError):
-        raise ValueError(f'TPC needs config.rssm.{key}; add it to the rssm block of '
-                         'TPC/dreamerv2/configs.yaml.') from None
+        raise ValueError(
+            f'TPC needs config.rssm.{key}; add it to the rssm block of TPC/dreamerv2/configs.yaml.'
+        ) from None
 
 
 def _state(state, key, name):
     if key not in state:
-        raise ValueError(f"TPC needs continuous RSSM states: {name} has no '{key}' "
-                         f'(keys: {sorted(state)}); set `--rssm.discrete False`.')
+        raise ValueError(
+            f"TPC needs continuous RSSM states: {name} has no '{key}' "
+            f'(keys: {sorted(state)}); set `--rssm.discrete False`.'
+        )
     return state[key]
