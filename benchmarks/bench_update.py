@@ -30,8 +30,6 @@ LOSS_KEYS = (
 
 
 def bench(variant, updates, flags):
-    import tensorflow as tf
-
     agent, config = build_agent(variant, flags)
     data = synthetic_batch(config)
     times, losses = [], []

@@ -1,6 +1,5 @@
 """Shared pieces of the benchmark scripts: build a variant's agent and a synthetic batch."""
 
-import importlib.util
 import pathlib
 import sys
 
@@ -17,12 +16,10 @@ VARIANTS = {
 
 
 def load_loss(variant):
+    from dreamer_core.train import load_loss as load
+
     module, cls, _, _ = VARIANTS[variant]
-    path = REPO / variant / 'dreamerv2' / f'{module}.py'
-    spec = importlib.util.spec_from_file_location(f'{variant}_{module}', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return getattr(mod, cls)
+    return load(REPO / variant / 'dreamerv2', f'{module}:{cls}')
 
 
 def build_agent(variant, flags=(), act_dim=6, blocks=()):

@@ -27,22 +27,20 @@ def setup_rendering():
     """Pick a headless MuJoCo backend before dm_control loads; respects MUJOCO_GL when set.
 
     EGL when an NVIDIA GPU is visible, OSMesa otherwise. TensorFlow ships its own LLVM, which
-    clashes with Mesa's in the same process and segfaults; loading OSMesa with RTLD_DEEPBIND makes
-    Mesa resolve its own symbols first.
+    clashes with Mesa's in the same process and segfaults, in either import order (importing
+    dm_control already loads Mesa). So TensorFlow is loaded first, then OSMesa with
+    RTLD_DEEPBIND, which makes Mesa resolve its own symbols.
     """
     if 'MUJOCO_GL' not in os.environ:
         gpu = os.path.exists('/dev/nvidia0') or shutil.which('nvidia-smi')
         os.environ['MUJOCO_GL'] = 'egl' if gpu else 'osmesa'
     backend = os.environ['MUJOCO_GL']
+    if backend in ('osmesa', 'egl'):
+        os.environ.setdefault('PYOPENGL_PLATFORM', backend)
     if backend == 'osmesa':
-        os.environ.setdefault('PYOPENGL_PLATFORM', 'osmesa')
-        # The other order crashes too: TensorFlow imported after Mesa segfaults. Loading TensorFlow
-        # first makes every process safe, whatever it imports later.
         import tensorflow  # noqa: F401
 
         _preload('OSMesa', 'libosmesa6')
-    elif backend == 'egl':
-        os.environ.setdefault('PYOPENGL_PLATFORM', 'egl')
     return backend
 
 

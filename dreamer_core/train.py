@@ -1,14 +1,13 @@
 """The one training loop: prefill, pretrain, then alternate evaluation and training."""
 
 import collections
+import importlib.util
 import json
-import os
 import pathlib
 import random
 import re
 import signal
 import sys
-import time
 
 import numpy as np
 
@@ -36,8 +35,12 @@ class Counter:
         return self.value
 
 
-def main(argv, variant_dir, repr_loss, variant):
-    """Entry point of every variant's dreamerv2/train.py."""
+def main(argv, variant_dir, loss, variant):
+    """Entry point of every variant's dreamerv2/train.py.
+
+    `loss` names the variant's representation loss as 'module:Class' in `variant_dir`; it is
+    imported (with TensorFlow) only once the config and task are known to be good.
+    """
     try:
         config = config_lib.load(argv, variant_dir)
         envs_lib.validate_task(config.task)
@@ -46,6 +49,7 @@ def main(argv, variant_dir, repr_loss, variant):
     except (config_lib.ConfigError, envs_lib.TaskError, OSError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    repr_loss = load_loss(variant_dir, loss)
     try:
         return run(config, logdir, pathlib.Path(variant_dir).parent, repr_loss, variant)
     except SetupError as e:
@@ -54,6 +58,16 @@ def main(argv, variant_dir, repr_loss, variant):
     except FloatingPointError as e:
         print(f'error: {e} The last good checkpoint in {logdir} is kept.', file=sys.stderr)
         return 1
+
+
+def load_loss(variant_dir, spec):
+    """The class named by 'module:Class', from the file variant_dir/module.py."""
+    module_name, _, class_name = spec.partition(':')
+    path = pathlib.Path(variant_dir) / f'{module_name}.py'
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return getattr(module, class_name)
 
 
 class SetupError(Exception):
@@ -121,7 +135,7 @@ def env_seed(config, mode, index, resume_steps):
 
 
 def run(config, logdir, variant_root, repr_loss, variant):
-    tf = setup_tensorflow(config)
+    setup_tensorflow(config)
     print(f'Logdir {logdir}')
     from dreamer_core.agent import CheckpointError
     from dreamer_core.backgrounds import BackgroundError

@@ -4,55 +4,21 @@ import numpy as np
 import pytest
 
 import dreamer_core  # noqa: F401
-import tensorflow as tf
 import tf_keras as keras
 
+from tests.tiny import TINY_MODEL, VARIANT_MODEL
 from benchmarks.common import VARIANTS, build_agent, synthetic_batch
 
 TINY = [
-    '--rssm.hidden',
-    '16',
-    '--rssm.deter',
-    '16',
-    '--rssm.stoch',
-    '4',
-    '--encoder.depth',
-    '2',
-    '--reward_head.units',
-    '16',
-    '--reward_head.layers',
-    '1',
-    '--actor.units',
-    '16',
-    '--actor.layers',
-    '1',
-    '--critic.units',
-    '16',
-    '--critic.layers',
-    '1',
-    '--imag_horizon',
-    '3',
-    '--expl_head.units',
-    '16',
-    '--expl_head.layers',
-    '1',
-    '--disag_models',
-    '3',
-    '--dataset.batch',
-    '3',
-    '--dataset.length',
-    '6',
+    *TINY_MODEL,
+    *'--expl_head.units 16 --expl_head.layers 1 --disag_models 3'.split(),
+    *'--dataset.batch 3 --dataset.length 6'.split(),
 ]
-EXTRA = {
-    'Dreamer': ['--decoder.depth', '2'],
-    'TPC': [],
-    'DreamerPro': ['--rssm.num_prototypes', '8', '--rssm.proto', '4'],
-}
 ACT = 6
 
 
 def tiny_agent(variant, *flags):
-    return build_agent(variant, TINY + EXTRA[variant] + list(flags), ACT, blocks=['debug'])
+    return build_agent(variant, TINY + VARIANT_MODEL[variant] + list(flags), ACT, blocks=['debug'])
 
 
 def policy_obs(batch=2, reset=True):

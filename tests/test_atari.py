@@ -7,6 +7,7 @@ import dreamer_core  # noqa: F401
 from dreamer_core import config as config_lib
 from dreamer_core import envs
 
+from tests.tiny import TINY_MODEL, VARIANT_MODEL
 from benchmarks.common import REPO, load_loss, synthetic_batch
 
 pytest.importorskip('ale_py')
@@ -48,38 +49,10 @@ def test_discrete_agent_update_and_policy():
 
     config = config_lib.load(
         [
-            '--configs',
-            'defaults',
-            'atari',
-            'debug',
-            '--precision',
-            '32',
-            '--rssm.hidden',
-            '16',
-            '--rssm.deter',
-            '16',
-            '--rssm.stoch',
-            '4',
-            '--rssm.discrete',
-            '4',
-            '--encoder.depth',
-            '2',
-            '--decoder.depth',
-            '2',
-            '--reward_head.units',
-            '16',
-            '--discount_head.units',
-            '16',
-            '--actor.units',
-            '16',
-            '--critic.units',
-            '16',
-            '--imag_horizon',
-            '3',
-            '--dataset.batch',
-            '2',
-            '--dataset.length',
-            '5',
+            *'--configs defaults atari debug --precision 32'.split(),
+            *TINY_MODEL,
+            *VARIANT_MODEL['Dreamer'],
+            *'--rssm.discrete 4 --discount_head.units 16 --dataset.batch 2 --dataset.length 5'.split(),
         ],
         REPO / 'Dreamer' / 'dreamerv2',
     )

@@ -1,7 +1,5 @@
 """End to end: each variant's real train.py on a tiny config, then resumed in the same logdir."""
 
-import pathlib
-
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator

@@ -14,6 +14,7 @@ import tf_keras as keras
 from dreamer_core import agent as agent_lib
 from dreamer_core import config as config_lib
 from dreamer_core import nets, optim
+from tests.tiny import TINY_MODEL, VARIANT_MODEL
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DREAMER_DIR = REPO / 'Dreamer' / 'dreamerv2'
@@ -22,36 +23,9 @@ recon_loss = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(recon_loss)
 
 TINY = [
-    '--configs',
-    'defaults',
-    'dmc',
-    'debug',
-    '--precision',
-    '32',
-    '--rssm.hidden',
-    '16',
-    '--rssm.deter',
-    '16',
-    '--rssm.stoch',
-    '4',
-    '--encoder.depth',
-    '2',
-    '--decoder.depth',
-    '2',
-    '--reward_head.units',
-    '16',
-    '--reward_head.layers',
-    '1',
-    '--actor.units',
-    '16',
-    '--actor.layers',
-    '1',
-    '--critic.units',
-    '16',
-    '--critic.layers',
-    '1',
-    '--imag_horizon',
-    '3',
+    *'--configs defaults dmc debug --precision 32'.split(),
+    *TINY_MODEL,
+    *VARIANT_MODEL['Dreamer'],
 ]
 B, T, ACT = 2, 5, 2
 

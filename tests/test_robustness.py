@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import types
 
 import numpy as np
@@ -23,22 +22,10 @@ import pytest
 
 from dreamer_core import train as train_lib
 from dreamer_core.replay import Replay, load_episode
-from tests.e2e import EXTRA, REPO, TINY, metrics, run_variant
+from tests import e2e
+from tests.e2e import REPO, metrics, run_variant
 
-FAST = [
-    '--time_limit',
-    '20',
-    '--prefill',
-    '40',
-    '--eval_every',
-    '40',
-    '--eval_eps',
-    '1',
-    '--log_every',
-    '1000',
-    '--pretrain',
-    '1',
-]
+FAST = '--time_limit 20 --prefill 40 --eval_every 40 --eval_eps 1 --log_every 1000 --pretrain 1'.split()
 ACTION_REPEAT = 2  # of the dmc block
 EPISODE_STEPS = 10
 REPLAY_DIRS = ('train_replay', 'eval_replay')
@@ -50,21 +37,8 @@ def train(logdir, *args, variant='Dreamer', kill=None, configs=('defaults', 'dmc
 
 
 def command(logdir, *args, variant='Dreamer'):
-    """The command run_variant builds, for runs that need Popen (later flags win)."""
-    flags = {}
-    pairs = [*TINY, *EXTRA[variant], *FAST, *args]
-    for flag, value in zip(pairs[::2], pairs[1::2]):
-        flags[flag] = value
-    cmd = [
-        sys.executable,
-        'dreamerv2/train.py',
-        '--logdir',
-        str(logdir),
-        '--configs',
-        'defaults',
-        'dmc',
-    ]
-    return cmd + [x for pair in flags.items() for x in pair]
+    """The command run_variant builds, for runs that need Popen."""
+    return e2e.command(variant, logdir, *FAST, *args)
 
 
 def last_line(text):

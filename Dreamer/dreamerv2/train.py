@@ -1,4 +1,4 @@
-"""Train Dreamer (DreamerV2): `python dreamerv2/train.py --logdir ... --task ... --configs ...`."""
+"""Train Dreamer: `python dreamerv2/train.py --logdir ... --task ... --configs ...`."""
 
 import pathlib
 import sys
@@ -7,7 +7,6 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for dreamer_core
 
 from dreamer_core import train  # noqa: E402
-from recon_loss import ReconLoss  # noqa: E402
 
 if __name__ == '__main__':
-    sys.exit(train.main(sys.argv[1:], HERE, ReconLoss, 'dreamer'))
+    sys.exit(train.main(sys.argv[1:], HERE, 'recon_loss:ReconLoss', 'dreamer'))
