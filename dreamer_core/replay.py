@@ -228,7 +228,7 @@ class Replay:
         eligible = self._eligible[length]
         if not len(eligible):
             longest = max((len(ep['action']) for ep in self._episodes), default=0)
-            raise ValueError(
+            raise ReplayError(
                 f'No episode in replay {self._directory} has {length} rows: all '
                 f'{len(self._episodes)} in-memory episodes are shorter than dataset.length '
                 f'(longest: {longest} rows). Lower dataset.length or collect longer episodes.'
@@ -241,7 +241,7 @@ class Replay:
 
         with self._lock:
             if not self._episodes:
-                raise ValueError(
+                raise ReplayError(
                     f'Replay {self._directory} is empty: add or prefill episodes '
                     f'before calling dataset().'
                 )

@@ -174,16 +174,13 @@ def run(config, logdir, variant_root, repr_loss, variant):
     logger = Logger(logdir, multiplier=config.action_repeat)
     loop = Loop(config, logdir, logger, step, train_replay, eval_replay, train_envs, eval_envs)
     try:
-        try:
-            loop.prefill(act_space)
-            try:
-                loop.start(agent)
-            except bad_input as e:
-                raise SetupError() from e
-            loop.train()
-        except BackgroundError as e:
-            # Videos are decoded at the first env reset: in prefill, or in evaluation when resumed.
-            raise SetupError() from e
+        loop.prefill(act_space)
+        loop.start(agent)
+        loop.train()
+    except (CheckpointError, BackgroundError, ReplayError) as e:
+        # Videos are decoded at the first env reset (in prefill, or in evaluation when resumed);
+        # replay and checkpoint problems surface when the agent starts.
+        raise SetupError() from e
     except Stop:
         loop.save()
         print(
@@ -376,7 +373,9 @@ class Loop:
         config = self.config
         self.train_driver.on_step(self.train_step)
         self._progress_start = self.step.value
-        if self.step.value < config.steps:
+        if self.step.value >= config.steps:
+            self.save()  # prefill reached --steps: keep what pretraining learned
+        else:
             self.progress = Progress(config.steps - self.step.value, 'train steps')
         policy = lambda obs, state: self.agent.policy(obs, state, mode='train')
         while self.step.value < config.steps:
@@ -387,7 +386,8 @@ class Loop:
             print('Start training.')
             self.train_driver(policy, steps=min(config.eval_every, config.steps - self.step.value))
             self.save()
-        self.progress.close() if hasattr(self, 'progress') else None
+        if hasattr(self, 'progress'):
+            self.progress.close()
         print(f'Finished {config.steps * config.action_repeat} frames.')
 
     def save(self):

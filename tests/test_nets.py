@@ -468,3 +468,18 @@ def test_fast_first_decoder_layer_equals_keras_transposed_convolution():
     fast.kernel.assign(plain.kernel)
     fast.bias.assign(plain.bias)
     np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('size,channels', [(6, 5), (9, 3)])
+def test_patch_convolution_equals_keras_convolution(size, channels):
+    """The encoder's last layer computes exactly what Conv2D computes with its weights."""
+    x = tf.random.normal([3, size, size, channels], seed=4)
+    fast = nets.PatchConv2D(7, 4, 2)
+    plain = keras.layers.Conv2D(7, 4, 2)
+    fast(x), plain(x)
+    assert [v.shape for v in fast.weights] == [v.shape for v in plain.weights]
+    plain.kernel.assign(tf.random.normal(plain.kernel.shape, seed=5))
+    plain.bias.assign(tf.random.normal(plain.bias.shape, seed=6))
+    fast.kernel.assign(plain.kernel)
+    fast.bias.assign(plain.bias)
+    np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
