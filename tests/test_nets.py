@@ -456,30 +456,28 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         np.testing.assert_array_equal(var.numpy(), saved[f'v{i:05d}'], err_msg=name)
 
 
-def test_fast_first_decoder_layer_equals_keras_transposed_convolution():
-    """The 1x1-input layer computes exactly what Conv2DTranspose computes with its weights."""
-    x = tf.random.normal([7, 1, 1, 12], seed=1)
-    fast = nets.ConvTransposeFrom1x1(5, 5, 2, activation='elu')
-    plain = keras.layers.Conv2DTranspose(5, 5, 2, activation='elu')
+@pytest.mark.parametrize(
+    'fast_layer,keras_layer,shape,kwargs',
+    [
+        # The decoder's first layer (1x1 input) and the encoder's last layer (tiny output).
+        (
+            nets.ConvTransposeFrom1x1,
+            keras.layers.Conv2DTranspose,
+            [7, 1, 1, 12],
+            {'activation': 'elu'},
+        ),
+        (nets.PatchConv2D, keras.layers.Conv2D, [3, 6, 6, 5], {}),
+        (nets.PatchConv2D, keras.layers.Conv2D, [3, 9, 9, 3], {}),
+    ],
+)
+def test_fast_layers_equal_the_keras_layers(fast_layer, keras_layer, shape, kwargs):
+    """The CPU-friendly layers have the same variables and outputs as the Keras ones."""
+    x = tf.random.normal(shape, seed=1)
+    fast, plain = fast_layer(5, 4, 2, **kwargs), keras_layer(5, 4, 2, **kwargs)
     fast(x), plain(x)
     assert [v.shape for v in fast.weights] == [v.shape for v in plain.weights]
     plain.kernel.assign(tf.random.normal(plain.kernel.shape, seed=2))
     plain.bias.assign(tf.random.normal(plain.bias.shape, seed=3))
-    fast.kernel.assign(plain.kernel)
-    fast.bias.assign(plain.bias)
-    np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize('size,channels', [(6, 5), (9, 3)])
-def test_patch_convolution_equals_keras_convolution(size, channels):
-    """The encoder's last layer computes exactly what Conv2D computes with its weights."""
-    x = tf.random.normal([3, size, size, channels], seed=4)
-    fast = nets.PatchConv2D(7, 4, 2)
-    plain = keras.layers.Conv2D(7, 4, 2)
-    fast(x), plain(x)
-    assert [v.shape for v in fast.weights] == [v.shape for v in plain.weights]
-    plain.kernel.assign(tf.random.normal(plain.kernel.shape, seed=5))
-    plain.bias.assign(tf.random.normal(plain.bias.shape, seed=6))
     fast.kernel.assign(plain.kernel)
     fast.bias.assign(plain.bias)
     np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
