@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from dreamer_core import expl, faults, tools
+from dreamer_core import expl, faults, optim, tools
 from dreamer_core.actor_critic import ActorCritic
 from dreamer_core.world_model import WorldModel
 
@@ -118,12 +118,8 @@ class Agent(tf.Module):
         return pairs
 
     def _optimizers(self):
-        opts = [self.wm.model_opt, self._task_behavior.actor_opt, self._task_behavior.critic_opt]
-        if self._expl_behavior is not self._task_behavior:
-            opts += [m for m in vars(self._expl_behavior).values() if hasattr(m, 'variables_list')]
-            if hasattr(self._expl_behavior, 'ac'):
-                opts += [self._expl_behavior.ac.actor_opt, self._expl_behavior.ac.critic_opt]
-        return opts
+        """Every optimizer of the agent (world model, behaviours), in traversal order."""
+        return [m for m in self.submodules if isinstance(m, optim.Optimizer)]
 
     def _signature(self):
         config = self.config.to_dict()
