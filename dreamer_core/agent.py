@@ -113,8 +113,10 @@ class Agent(tf.Module):
     def checkpoint_variables(self):
         """(name, variable) for every variable, optimizer state included, in a fixed order."""
         pairs = tools.flat_names(self)
-        for opt in self._optimizers():
-            pairs += [(f'optimizer/{opt._name}/{i}', v) for i, v in enumerate(opt.variables_list)]
+        for k, opt in enumerate(self._optimizers()):  # e.g. task and exploration 'actor'
+            pairs += [
+                (f'optimizer{k}/{opt._name}/{i}', v) for i, v in enumerate(opt.variables_list)
+            ]
         return pairs
 
     def _optimizers(self):

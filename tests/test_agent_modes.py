@@ -73,3 +73,18 @@ def test_mixed_precision_update_is_finite(variant):
         assert out['action'].dtype == np.float32 and np.all(np.isfinite(out['action']))
     finally:
         keras.mixed_precision.set_global_policy('float32')
+
+
+def test_checkpoint_includes_the_exploration_optimizers(tmp_path):
+    agent, config = tiny_agent('Dreamer', '--expl_behavior', 'plan2explore')
+    data = synthetic_batch(config, ACT)
+    agent.train(data)
+    names = [name for name, _ in agent.checkpoint_variables()]
+    assert any('/expl/' in name for name in names if name.startswith('optimizer'))
+    assert len(names) == len(set(names))
+    agent.save(tmp_path / 'variables.npz')
+    fresh, _ = tiny_agent('Dreamer', '--expl_behavior', 'plan2explore', '--seed', '1')
+    fresh.train(data)
+    fresh.load(tmp_path / 'variables.npz')
+    for (name, a), (_, b) in zip(agent.checkpoint_variables(), fresh.checkpoint_variables()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
