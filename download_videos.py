@@ -28,13 +28,13 @@ import pathlib
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
 import typing
 import urllib.request
 
 import imageio.v3 as iio
 
+from dreamer_core import fileio
 from dreamer_core.backgrounds import VIDEO_EXTENSIONS, describe_error
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -196,18 +196,7 @@ def select_clips(source, label):
 
 def write_atomic(path, data):
     """Bytes to `path` through a temp file in the same folder, fsync, rename."""
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f'.{path.name}-', suffix='.tmp', delete=False
-    )
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        pathlib.Path(handle.name).unlink(missing_ok=True)
-        raise
+    fileio.atomic_write(path, lambda file: file.write(data))
 
 
 def fetch_annotations(directory, url=None):

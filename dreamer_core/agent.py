@@ -1,13 +1,12 @@
 """The agent: world model + task behaviour + exploration; the only object the loop talks to."""
 
 import json
-import os
 import pathlib
 
 import numpy as np
 import tensorflow as tf
 
-from dreamer_core import expl, faults, optim, tools
+from dreamer_core import expl, fileio, optim, tools
 from dreamer_core.actor_critic import ActorCritic
 from dreamer_core.world_model import WorldModel
 
@@ -140,17 +139,13 @@ class Agent(tf.Module):
         arrays = {f'v{i:05d}': v.numpy() for i, (_, v) in enumerate(pairs)}
         meta = dict(self._signature(), names=[n for n, _ in pairs])
         arrays['meta'] = np.array(json.dumps(meta))
-        tmp = path.with_name(path.name + '.tmp')
-        try:
-            with open(tmp, 'wb') as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            faults.kill_point('checkpoint')
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # the previous checkpoint stays as it was
-            raise
+        # A fixed temporary name: a save killed midway is replaced by the next one.
+        fileio.atomic_write(
+            path,
+            lambda file: np.savez(file, **arrays),
+            tmp=path.with_name(path.name + '.tmp'),
+            kill_point='checkpoint',
+        )
 
     def check_checkpoint(self, path):
         """Raise CheckpointError unless `path` is readable and of this variant and model size

@@ -17,14 +17,14 @@ import copy
 import difflib
 import io
 import math
-import os
 import pathlib
 import re
 import sys
-import tempfile
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+
+from dreamer_core import fileio
 
 CORE_FILE = pathlib.Path(__file__).resolve().parent / 'configs.yaml'
 # A block key holding any of these is a regular expression over dotted leaf paths.
@@ -100,7 +100,10 @@ class Config(collections.abc.Mapping):
 
     def save(self, path):
         """Write the config as YAML, atomically (a crash never leaves a half-written file)."""
-        _atomic_write(pathlib.Path(path), _dump_yaml(self.to_dict()))
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = _dump_yaml(self.to_dict())
+        fileio.atomic_write(path, lambda file: file.write(text), mode='w')
 
     def replace(self, **updates):
         """A new Config with the given top-level keys replaced."""
@@ -465,18 +468,3 @@ def _dump_yaml(data):
     stream = io.StringIO()
     yaml.dump(data, stream)
     return stream.getvalue()
-
-
-def _atomic_write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

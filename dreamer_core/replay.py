@@ -1,16 +1,14 @@
 """Finished episodes stored as compressed .npz files, reloaded on restart, sampled as windows."""
 
 import datetime
-import os
 import pathlib
-import tempfile
 import threading
 import uuid
 import warnings
 
 import numpy as np
 
-from dreamer_core import faults
+from dreamer_core import fileio
 
 
 def load_episode(path):
@@ -56,39 +54,6 @@ def _length_from_name(path):
 
 def _timestamp():
     return datetime.datetime.now().strftime('%Y%m%dT%H%M%S')
-
-
-def _write_atomic(path, episode):
-    """savez into a temp file (not *.npz, so a crash never leaves a half episode that
-    a restart would load), fsync, then rename over the final name."""
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f'.{path.stem}-', suffix='.tmp', delete=False
-    )
-    try:
-        with handle:
-            np.savez_compressed(handle, **episode)
-            handle.flush()
-            os.fsync(handle.fileno())
-        faults.kill_point('episode')
-        os.replace(handle.name, path)
-    except BaseException:
-        pathlib.Path(handle.name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory):
-    # Makes the rename itself durable; not possible on every platform, so best effort.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ReplayError(ValueError):
@@ -179,7 +144,10 @@ class Replay:
         self._check_shapes(episode, 'The episode given to Replay.add')
         length = episode_length(episode)
         path = self._directory / f'{_timestamp()}-{uuid.uuid4().hex}-{length}.npz'
-        _write_atomic(path, episode)
+        # The temporary name is not *.npz, so a crash never leaves a half episode a restart loads.
+        fileio.atomic_write(
+            path, lambda file: np.savez_compressed(file, **episode), kill_point='episode'
+        )
         with self._lock:
             self._episodes.append(episode)
             self.num_steps += length

@@ -2,7 +2,6 @@
 
 import re
 
-import numpy as np
 import tensorflow as tf
 
 
@@ -112,11 +111,3 @@ def flat_names(module):
         seen.add(id(var))
         pairs.append(('/'.join(str(p) for p in path), var))
     return pairs
-
-
-def check_finite(name, value, step=None):
-    """Raise a clear error when a loss or norm is NaN or infinite (host side)."""
-    value = np.asarray(value)
-    if not np.all(np.isfinite(value)):
-        where = f' at step {step}' if step is not None else ''
-        raise FloatingPointError(f'{name} is not finite ({value}){where}.')

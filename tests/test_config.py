@@ -31,14 +31,6 @@ def core_blocks(tmp_path_factory):
     return load_blocks(folder)
 
 
-def leaf_paths(tree, path=()):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from leaf_paths(value, path + (key,))
-        else:
-            yield path + (key,)
-
-
 def get(tree, path):
     for key in path:
         tree = tree[key]
@@ -59,7 +51,7 @@ def test_defaults_only_keeps_every_default_value():
     defaults = load_blocks(DREAMER)['defaults']
     repeat = defaults['action_repeat']
     value = config.to_dict()
-    for path in leaf_paths(defaults):
+    for path in config_lib._leaf_paths(defaults):
         expected = get(defaults, path)
         if path[0] in config_lib.FRAME_KEYS:
             expected //= repeat
@@ -104,7 +96,9 @@ def test_regex_key_sets_every_match_and_nothing_else(tmp_path):
     )
     before = load([], folder).to_dict()
     after = load(['--configs', 'defaults', 'decay'], folder).to_dict()
-    changed = {'.'.join(p) for p in leaf_paths(before) if get(before, p) != get(after, p)}
+    changed = {
+        '.'.join(p) for p in config_lib._leaf_paths(before) if get(before, p) != get(after, p)
+    }
     assert changed == {'model_opt.wd', 'actor_opt.wd', 'critic_opt.wd', 'expl_opt.wd'}
     assert all(get(after, tuple(p.split('.'))) == 0.5 for p in changed)
 

@@ -1,0 +1,48 @@
+"""Atomic file writes: a crash leaves either the old file or the new one, never half of one."""
+
+import os
+import pathlib
+import tempfile
+
+from dreamer_core import faults
+
+
+def atomic_write(path, write, mode='wb', tmp=None, kill_point=None):
+    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it to `path`.
+
+    The temporary name (`tmp`, or a hidden `.<name>.*.tmp`) never looks like the final file, so a
+    half-written one is never loaded; it is removed if the write fails. `kill_point` names the
+    fault-injection point between the write and the rename (dreamer_core/faults.py).
+    """
+    path = pathlib.Path(path)
+    if tmp is None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+        file = os.fdopen(fd, mode)
+    else:
+        file = open(tmp, mode)
+    try:
+        with file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        if kill_point:
+            faults.kill_point(kill_point)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory):
+    # Makes the rename itself durable; not possible on every platform, so best effort.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
