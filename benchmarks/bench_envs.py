@@ -15,8 +15,8 @@ import tempfile
 import time
 
 import numpy as np
-
 from common import REPO  # noqa: F401  (puts the repository root on sys.path)
+
 from dreamer_core import envs
 from dreamer_core.backgrounds import BackgroundError, VideoBackground, list_videos
 

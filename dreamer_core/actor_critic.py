@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 
-from dreamer_core import nets, optim, tools
+from dreamer_core import nets, optim, scan, schedules
+from dreamer_core.config import ConfigError
 
 
 class ActorCritic(tf.Module):
@@ -12,13 +13,13 @@ class ActorCritic(tf.Module):
         self.step = step
         actor = dict(config.actor)
         if discrete and actor['dist'] not in ('onehot',):
-            raise ValueError(f'Discrete actions need actor.dist onehot, not {actor["dist"]!r}.')
+            raise ConfigError(f'Discrete actions need actor.dist onehot, not {actor["dist"]!r}.')
         if not discrete and actor['dist'] == 'onehot':
-            raise ValueError(
+            raise ConfigError(
                 'Continuous actions need actor.dist tanh_normal or trunc_normal, not onehot.'
             )
         if config.actor_grad not in ('dynamics', 'reinforce', 'both'):
-            raise ValueError(
+            raise ConfigError(
                 f'actor_grad is {config.actor_grad!r}: use dynamics, reinforce or both.'
             )
         self.actor = nets.MLP(act_dim, **actor)
@@ -46,7 +47,7 @@ class ActorCritic(tf.Module):
 
     def actor_loss(self, feat, action, target, weight):
         policy = self.actor(tf.stop_gradient(feat[:-1]))
-        mix = tools.schedule(str(self.config.actor_grad_mix), self.step)
+        mix = schedules.schedule(str(self.config.actor_grad_mix), self.step)
         if self.config.actor_grad == 'dynamics':
             objective = target
         else:
@@ -59,7 +60,7 @@ class ActorCritic(tf.Module):
                 else (mix * target + (1 - mix) * reinforce)
             )
         ent = policy.entropy()
-        ent_scale = tools.schedule(str(self.config.actor_ent), self.step)
+        ent_scale = schedules.schedule(str(self.config.actor_ent), self.step)
         objective += ent_scale * ent
         actor_loss = -tf.reduce_mean(weight[:-1] * objective)
         metrics = {'actor_ent': tf.reduce_mean(ent), 'actor_ent_scale': ent_scale}
@@ -76,7 +77,7 @@ class ActorCritic(tf.Module):
         reward = tf.cast(reward, tf.float32)
         disc = tf.cast(disc, tf.float32)
         value = self._target_critic(feat).mode()
-        target = tools.lambda_return(
+        target = scan.lambda_return(
             reward[:-1],
             value[:-1],
             disc[:-1],

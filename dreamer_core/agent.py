@@ -1,17 +1,21 @@
 """The agent: world model + task behaviour + exploration; the only object the loop talks to."""
 
+from __future__ import annotations
+
 import json
 import pathlib
 
 import numpy as np
 import tensorflow as tf
 
-from dreamer_core import expl, fileio, optim, tools
+from dreamer_core import expl, fileio, optim
 from dreamer_core.actor_critic import ActorCritic
+from dreamer_core.config import ConfigError, agent_steps
+from dreamer_core.errors import UserError
 from dreamer_core.world_model import WorldModel
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 
@@ -32,18 +36,19 @@ class Agent(tf.Module):
                 config, act_dim, discrete, self.step, self.wm, reward
             )
         else:
-            raise ValueError(
+            raise ConfigError(
                 f'expl_behavior is {config.expl_behavior!r}: use greedy or one of '
                 f'{sorted(expl.BEHAVIORS)}.'
             )
         self._reward = reward
-        self._expl_until = config.expl_until // config.action_repeat
+        self._expl_until = agent_steps(config).expl_until
         if config.jit:
             self._policy = tf.function(self._policy)
-            self._train = tf.function(self._train)
+            # XLA fuses the update's many small ops; off by default (the original's path).
+            self._train = tf.function(self._train, jit_compile=bool(config.xla) or None)
             self._report = tf.function(self._report)
 
-    def policy(self, obs, state=None, mode='train'):
+    def policy(self, obs: dict, state=None, mode: str = 'train') -> tuple[dict, tuple]:
         """Actions for a batch of observations (numpy in, numpy out); state carries the latent."""
         obs = {
             'image': tf.convert_to_tensor(obs['image']),
@@ -71,10 +76,10 @@ class Agent(tf.Module):
             action, noise = self._expl_behavior.actor(feat).sample(), self.config.expl_noise
         else:
             action, noise = self._task_behavior.actor(feat).sample(), self.config.expl_noise
-        action = tools.action_noise(tf.cast(action, tf.float32), noise, self.discrete)
+        action = action_noise(tf.cast(action, tf.float32), noise, self.discrete)
         return action, (latent, action)
 
-    def train(self, data):
+    def train(self, data: dict) -> dict[str, np.ndarray]:
         """One update of the world model, the task behaviour and the exploration behaviour."""
         metrics = self._train(data)
         return {k: v.numpy() for k, v in metrics.items()}
@@ -103,19 +108,17 @@ class Agent(tf.Module):
             metrics.update({'expl_' + key: value for key, value in mets.items()})
         return {k: tf.cast(v, tf.float32) for k, v in metrics.items()}
 
-    def report(self, data):
+    def report(self, data: dict) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in self._report(data).items()}
 
     def _report(self, data):
         return self.wm.report(data)
 
-    def checkpoint_variables(self):
+    def checkpoint_variables(self) -> list[tuple[str, tf.Variable]]:
         """(name, variable) for every variable, optimizer state included, in a fixed order."""
-        pairs = tools.flat_names(self)
+        pairs = flat_names(self)
         for k, opt in enumerate(self._optimizers()):  # e.g. task and exploration 'actor'
-            pairs += [
-                (f'optimizer{k}/{opt._name}/{i}', v) for i, v in enumerate(opt.variables_list)
-            ]
+            pairs += [(f'optimizer{k}/{opt.name}/{i}', v) for i, v in enumerate(opt.variables_list)]
         return pairs
 
     def _optimizers(self):
@@ -132,7 +135,7 @@ class Agent(tf.Module):
         }
         return json.loads(json.dumps(signature))
 
-    def save(self, path):
+    def save(self, path: str | pathlib.Path) -> None:
         """Write every variable to `path` atomically (temporary file, fsync, rename)."""
         path = pathlib.Path(path)
         pairs = self.checkpoint_variables()
@@ -147,14 +150,14 @@ class Agent(tf.Module):
             kill_point='checkpoint',
         )
 
-    def check_checkpoint(self, path):
+    def check_checkpoint(self, path: str | pathlib.Path) -> None:
         """Raise CheckpointError unless `path` is readable and of this variant and model size
         (reads only the small metadata entry)."""
         path = pathlib.Path(path)
         meta = _read_checkpoint(path, keys=['meta'])['meta']
         self._check_signature(path, json.loads(str(meta)))
 
-    def load(self, path):
+    def load(self, path: str | pathlib.Path) -> None:
         """Restore every variable; a checkpoint of another agent or size is a clear error."""
         path = pathlib.Path(path)
         arrays = _read_checkpoint(path)
@@ -196,3 +199,29 @@ def _read_checkpoint(path, keys=None):
             f'Cannot read checkpoint {path}: {e}. Delete it to start the agent '
             'from scratch (replay is kept), or use another --logdir.'
         ) from e
+
+
+def action_noise(action: tf.Tensor, amount: float, discrete: bool) -> tf.Tensor:
+    """Epsilon-random one-hot actions, or Gaussian noise clipped to [-1, 1]."""
+    if amount == 0:
+        return action
+    amount = tf.cast(amount, action.dtype)
+    if discrete:
+        probs = amount / action.shape[-1] + (1 - amount) * action
+        return tf.one_hot(
+            tf.random.categorical(tf.math.log(probs), 1)[:, 0], action.shape[-1], dtype=action.dtype
+        )
+    return tf.clip_by_value(tf.random.normal(tf.shape(action), action, amount), -1, 1)
+
+
+def flat_names(module: tf.Module) -> list[tuple[str, tf.Variable]]:
+    """Deterministic (path, variable) pairs of a tf.Module, each variable once."""
+    seen, pairs = set(), []
+    for path, var in module._flatten(
+        predicate=lambda v: isinstance(v, tf.Variable), with_path=True
+    ):
+        if id(var) in seen:
+            continue
+        seen.add(id(var))
+        pairs.append(('/'.join(str(p) for p in path), var))
+    return pairs

@@ -14,6 +14,9 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image
 
+from dreamer_core.config import ConfigError
+from dreamer_core.errors import UserError
+
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm')
 CACHE_BUDGET_BYTES = 2 * 10**9
 
@@ -25,7 +28,7 @@ _HOW_TO_GET_VIDEOS = (
 )
 
 
-class BackgroundError(FileNotFoundError):
+class BackgroundError(UserError, FileNotFoundError):
     """No usable background video: the message says which folder and how to fill it."""
 
 
@@ -127,9 +130,9 @@ class VideoBackground:
     ):
         image_size = tuple(int(size) for size in image_size)
         if len(image_size) != 2 or min(image_size) < 1:
-            raise ValueError(f'image_size must be two positive ints (H, W), got {image_size}.')
+            raise ConfigError(f'image_size must be two positive ints (H, W), got {image_size}.')
         if max_videos < 1 or max_frames < 1:
-            raise ValueError(
+            raise ConfigError(
                 f'max_videos and max_frames must be >= 1, got {max_videos} and {max_frames}.'
             )
         self.directory = pathlib.Path(directory)
@@ -143,7 +146,7 @@ class VideoBackground:
         if cache_videos is None:
             cache_videos = default_cache_videos(len(self.files), image_size, self.max_frames)
         if cache_videos < 1:
-            raise ValueError(f'cache_videos must be >= 1, got {cache_videos}.')
+            raise ConfigError(f'cache_videos must be >= 1, got {cache_videos}.')
         self.cache_videos = int(cache_videos)
         self.unreadable = set()
         self.decode_counts = collections.Counter()

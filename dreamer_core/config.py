@@ -3,14 +3,18 @@
 Every variant reads two files: the shared `dreamer_core/configs.yaml` and its own
 `<variant>/dreamerv2/configs.yaml`, whose blocks are merged on top (see `load_blocks`).
 `load(argv, variant_dir)` then starts from the `defaults` block, applies the blocks named by
-`--configs` in order, applies every other `--key value` flag, and converts the frame counts the
-user gives into agent steps by dividing them by `action_repeat`.
+`--configs` in order, and applies every other `--key value` flag. Frame counts stay in
+environment frames as the user gave them (and so does config.yaml); `agent_steps(config)` is the
+one place that turns them into agent steps (frames // action_repeat). The names of the applied
+blocks are kept under `configs`.
 
 Types come from the `defaults` block: every value a block or flag sets is converted to the type
 of the default it replaces, so `steps: 2e8` is the int 200000000 and `--jit false` is a bool.
 An int option may also be switched off with `False` (DreamerV2's convention, e.g.
 `rssm.discrete: False` for Gaussian latents).
 """
+
+from __future__ import annotations
 
 import collections.abc
 import copy
@@ -25,17 +29,18 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from dreamer_core import fileio
+from dreamer_core.errors import UserError
 
 CORE_FILE = pathlib.Path(__file__).resolve().parent / 'configs.yaml'
 # A block key holding any of these is a regular expression over dotted leaf paths.
 REGEX_CHARS = frozenset('*^$[]()+?\\|')
 # Given by the user in environment frames; the training loop counts agent steps.
-FRAME_KEYS = ('steps', 'eval_every', 'log_every', 'time_limit', 'prefill')
+FRAME_KEYS = ('steps', 'eval_every', 'log_every', 'time_limit', 'prefill', 'expl_until')
 TRUE_WORDS = ('True', 'true', '1')
 FALSE_WORDS = ('False', 'false', '0')
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file, block name, key, flag or value is wrong; the message says which."""
 
 
@@ -94,18 +99,18 @@ class Config(collections.abc.Mapping):
     def __str__(self):
         return _dump_yaml(self.to_dict())
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         """Plain nested dicts and lists, ready for YAML."""
         return {key: _thaw(value) for key, value in self._data.items()}
 
-    def save(self, path):
+    def save(self, path: str | pathlib.Path) -> None:
         """Write the config as YAML, atomically (a crash never leaves a half-written file)."""
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = _dump_yaml(self.to_dict())
         fileio.atomic_write(path, lambda file: file.write(text), mode='w')
 
-    def replace(self, **updates):
+    def replace(self, **updates) -> 'Config':
         """A new Config with the given top-level keys replaced."""
         unknown = [key for key in updates if key not in self._data]
         if unknown:
@@ -115,7 +120,7 @@ class Config(collections.abc.Mapping):
         return Config({**self._data, **updates})
 
 
-def load(argv, variant_dir):
+def load(argv: list[str] | None, variant_dir: str | pathlib.Path) -> Config:
     """Parse `argv` (flags only, no program name) against a variant's blocks into a Config."""
     argv = sys.argv[1:] if argv is None else list(argv)
     flags = _parse_argv(argv)
@@ -127,11 +132,38 @@ def load(argv, variant_dir):
         _apply_block(config, spec, blocks[name], name)
     for key, tokens in flags.items():
         _apply_flag(config, spec, key, tokens)
-    _frames_to_steps(config)
-    return Config(config)
+    _check_action_repeat(config)
+    return Config({'configs': names, **config})
 
 
-def load_blocks(variant_dir):
+def agent_steps(config: Config) -> Config:
+    """The frame counts of `config` (FRAME_KEYS) in agent steps: frames // action_repeat."""
+    return Config({key: config[key] // config.action_repeat for key in FRAME_KEYS})
+
+
+def save_run(config: Config, path: str | pathlib.Path, variant: str) -> None:
+    """Write a run's `config.yaml`: its variant's registry name, then the resolved config."""
+    Config({'variant': variant, **config}).save(path)
+
+
+def load_saved(path: str | pathlib.Path) -> tuple[str, Config]:
+    """(variant name, Config) from a run's config.yaml (a file or the logdir holding it)."""
+    path = pathlib.Path(path)
+    path = path / 'config.yaml' if path.is_dir() else path
+    try:
+        data = YAML(typ='safe', pure=True).load(path.read_text())
+    except (OSError, YAMLError) as error:
+        raise ConfigError(f'Cannot read {path}: {error}') from None
+    if not isinstance(data, dict) or 'variant' not in data:
+        raise ConfigError(
+            f'{path} names no variant: it was written by an older version of this code. '
+            'Add a line `variant: dreamer` (or dreamerpro, tpc) at its top.'
+        )
+    variant = data.pop('variant')
+    return variant, Config(data)
+
+
+def load_blocks(variant_dir: str | pathlib.Path) -> dict:
     """The core blocks with the variant's blocks merged on top, as plain dicts."""
     core = _read_blocks(CORE_FILE)
     if 'defaults' not in core:
@@ -406,12 +438,10 @@ def _to_list(value, default, key, where):
     return [_coerce(item, proto, f'{key}[{i}]', where) for i, item in enumerate(value)]
 
 
-def _frames_to_steps(config):
+def _check_action_repeat(config):
     repeat = config['action_repeat']
     if isinstance(repeat, bool) or repeat < 1:
         raise ConfigError(f'action_repeat must be an int >= 1, got {repeat!r}.')
-    for key in FRAME_KEYS:
-        config[key] //= repeat
 
 
 def _type_error(value, expected, key, where):

@@ -4,6 +4,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
+from dreamer_core.config import ConfigError
+
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
@@ -104,7 +106,7 @@ def make(kind, out, std=None, min_std=0.1, event_dims=1):
         return tfd.Independent(TruncNormalDist(tf.tanh(out), std, -1, 1), event_dims)
     if kind == 'onehot':
         return OneHotDist(out)
-    raise ValueError(
+    raise ConfigError(
         f'Unknown distribution {kind!r}: use mse, binary, normal, tanh_normal, '
         'trunc_normal or onehot.'
     )

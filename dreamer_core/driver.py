@@ -29,8 +29,10 @@ class Driver:
         self._state = None
 
     def __call__(self, policy, steps=0, episodes=0):
-        step, episode = 0, 0
-        while step < steps or episode < episodes:
+        """Step until `steps` env steps and `episodes` episodes are done; returns the episodes
+        that ended during this call."""
+        step, done = 0, []
+        while step < steps or len(done) < episodes:
             for i, env in enumerate(self._envs):
                 if self._obs[i] is None or self._obs[i]['done']:
                     obs = env.reset()
@@ -49,11 +51,12 @@ class Driver:
                 for callback in self._on_steps:
                     callback(transition, i)
                 if obs['done']:
-                    episode += 1
                     ep = {k: np.stack([t[k] for t in self._eps[i]]) for k in self._eps[i][0]}
                     ep = {k: convert(v) for k, v in ep.items()}
+                    done.append(ep)
                     for callback in self._on_episodes:
                         callback(ep)
+        return done
 
 
 def convert(value):

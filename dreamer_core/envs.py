@@ -5,6 +5,8 @@ dict of numpy values with `image` (uint8 HxWxC), `reward`, `discount`, `reset` (
 step) and `done`; plus `obs_shape`, `act_dim` and `discrete`.
 """
 
+from __future__ import annotations
+
 import ctypes
 import ctypes.util
 import difflib
@@ -14,12 +16,15 @@ import shutil
 
 import numpy as np
 
+from dreamer_core.config import agent_steps
+from dreamer_core.errors import UserError
+
 SPARSE_TASKS = {('cheetah', 'run_sparse'): 'run', ('walker', 'run_sparse'): 'run'}
 SPARSE_THRESHOLD = 0.25
 DOMAIN_ALIASES = {'cup': 'ball_in_cup'}
 
 
-class TaskError(ValueError):
+class TaskError(UserError, ValueError):
     pass
 
 
@@ -69,7 +74,7 @@ def dmc_tasks():
     return tasks
 
 
-def validate_task(task):
+def validate_task(task: str) -> None:
     """Raise TaskError naming the task and close matches unless it can be built."""
     suite, _, name = task.partition('_')
     if suite in ('dmc', 'nat'):
@@ -81,11 +86,7 @@ def validate_task(task):
             )
         return
     if suite == 'atari':
-        _, roms = _import_ale()
-        if name not in roms.get_all_rom_ids():
-            close = difflib.get_close_matches(name, roms.get_all_rom_ids(), n=3)
-            hint = f' Did you mean {", ".join("atari_" + c for c in close)}?' if close else ''
-            raise TaskError(f'Unknown task {task!r}: {name!r} is not an Atari game.{hint}')
+        _atari_rom(name)
         return
     raise TaskError(
         f'Unknown task suite in {task!r}: tasks are dmc_<domain>_<task>, '
@@ -182,17 +183,13 @@ class Atari:
     def __init__(
         self, game, action_repeat=4, size=(64, 64), grayscale=True, noops=30, sticky=0.25, seed=0
     ):
-        ale_py, roms = _import_ale()
-        if game not in roms.get_all_rom_ids():
-            close = difflib.get_close_matches(game, roms.get_all_rom_ids(), n=3)
-            raise TaskError(
-                f'Unknown Atari game {game!r}.' + (f' Did you mean {close}?' if close else '')
-            )
+        ale_py, _ = _import_ale()
+        rom = _atari_rom(game)
         self._ale = ale_py.ALEInterface()
         self._ale.setInt('random_seed', int(seed))
         self._ale.setFloat('repeat_action_probability', sticky)
         self._ale.setLoggerMode(ale_py.LoggerMode.Error)
-        self._ale.loadROM(str(roms.get_rom_path(game)))
+        self._ale.loadROM(str(rom))
         self._actions = self._ale.getLegalActionSet()  # the full action space
         self._repeat, self._size, self._gray, self._noops = (
             action_repeat,
@@ -308,13 +305,13 @@ def resolve_bg_path(path, variant_root):
     return path if path.is_absolute() else (pathlib.Path(variant_root) / path).resolve()
 
 
-def obs_shape(config):
+def obs_shape(config) -> tuple[int, int, int]:
     """The image shape the env of `config` produces (replay checks stored episodes against it)."""
     gray = config.task.startswith('atari_') and config.grayscale
     return tuple(config.image_size) + ((1,) if gray else (3,))
 
 
-def make_env(config, mode, variant_root, seed=None):
+def make_env(config, mode: str, variant_root, seed: int | None = None):
     """Build the env of `config.task` for mode 'train' or 'eval'."""
     suite, _, name = config.task.partition('_')
     seed = config.seed if seed is None else seed
@@ -337,4 +334,14 @@ def make_env(config, mode, variant_root, seed=None):
         env = Atari(name, config.action_repeat, config.image_size, config.grayscale, seed=seed)
     else:
         validate_task(config.task)
-    return TimeLimit(env, config.time_limit)
+    return TimeLimit(env, agent_steps(config).time_limit)
+
+
+def _atari_rom(game):
+    """The ROM path of an Atari game; an unknown game is a TaskError naming close matches."""
+    _, roms = _import_ale()
+    if game not in roms.get_all_rom_ids():
+        close = difflib.get_close_matches(game, roms.get_all_rom_ids(), n=3)
+        hint = f' Did you mean {", ".join("atari_" + c for c in close)}?' if close else ''
+        raise TaskError(f'Unknown task {"atari_" + game!r}: {game!r} is not an Atari game.{hint}')
+    return roms.get_rom_path(game)

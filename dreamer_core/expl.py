@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from dreamer_core import dists, nets, optim
 from dreamer_core.actor_critic import ActorCritic
+from dreamer_core.config import ConfigError
 
 tfd = dists.tfd
 
@@ -35,7 +36,7 @@ class Plan2Explore(tf.Module):
         stoch = rssm.stoch * (rssm.discrete or 1)
         sizes = {'stoch': stoch, 'deter': rssm.deter, 'feat': stoch + rssm.deter}
         if config.disag_target not in sizes:
-            raise ValueError(
+            raise ConfigError(
                 f'disag_target is {config.disag_target!r}: use one of {sorted(sizes)}.'
             )
         self._networks = [
@@ -46,7 +47,7 @@ class Plan2Explore(tf.Module):
 
     def train(self, start, outputs, data):
         target = {
-            'stoch': self.wm.rssm._flat_stoch(outputs['post']['stoch']),
+            'stoch': self.wm.rssm.flat_stoch(outputs['post']['stoch']),
             'deter': outputs['post']['deter'],
             'feat': outputs['feat'],
         }[self.config.disag_target]
@@ -90,7 +91,7 @@ class ModelLoss(tf.Module):
         super().__init__(name='model_loss')
         self.config, self.wm, self.reward = config, wm, reward
         if config.expl_model_loss != 'kl':
-            raise ValueError(
+            raise ConfigError(
                 f'expl_model_loss is {config.expl_model_loss!r}: only kl is supported.'
             )
         self.ac = ActorCritic(config, act_dim, discrete, step, name='expl_behavior')

@@ -167,51 +167,37 @@ def _clock(seconds):
     return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
-class Progress:
-    """A progress line: redrawn in place on a terminal, plain throttled lines in a log file."""
+class _Lines(io.TextIOBase):
+    """A stream for tqdm that turns each in-place redraw into one plain line (for log files)."""
 
-    def __init__(self, total, desc, stream=sys.stdout, min_interval=10.0):
-        if total <= 0:
-            raise ValueError(f'Progress total must be > 0, got {total}.')
-        self._total = total
-        self._desc = desc
+    def __init__(self, stream):
         self._stream = stream
-        self._tty = bool(getattr(stream, 'isatty', lambda: False)())
-        self._interval = 0.5 if self._tty else min_interval
-        self._start = time.monotonic()
-        self._last_print = None
-        self._done = 0
-        self._shown = None  # the `done` value last written
 
-    def _line(self):
-        elapsed = time.monotonic() - self._start
-        rate = self._done / elapsed if elapsed > 0 else 0.0
-        eta = _clock((self._total - self._done) / rate) if rate > 0 else '?:??:??'
-        percent = 100.0 * self._done / self._total
-        return (
-            f'{self._desc}: {self._done}/{self._total} ({percent:.0f}%) | {rate:.3g}/s | ETA {eta}'
-        )
-
-    def update(self, done):
-        self._done = done
-        now = time.monotonic()
-        due = self._last_print is None or now - self._last_print >= self._interval
-        if due or done >= self._total:
-            self._show()
-            self._last_print = now
-
-    def _show(self):
-        if self._shown == self._done:
-            return
-        if self._tty:
-            self._stream.write('\r' + self._line() + '\x1b[K')
-        else:
-            self._stream.write(self._line() + '\n')
-        self._stream.flush()
-        self._shown = self._done
-
-    def close(self):
-        self._show()
-        if self._tty:
-            self._stream.write('\n')
+    def write(self, text):
+        line = text.replace('\r', '').replace('\x1b[A', '').strip()
+        if line:
+            self._stream.write(line + '\n')
             self._stream.flush()
+        return len(text)
+
+    def flush(self):
+        self._stream.flush()
+
+
+def progress(total, desc, unit, stream=None, min_interval=10.0):
+    """A tqdm progress bar: redrawn in place on a terminal, throttled plain lines otherwise."""
+    from tqdm import tqdm
+
+    stream = sys.stdout if stream is None else stream
+    tty = bool(getattr(stream, 'isatty', lambda: False)())
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=stream if tty else _Lines(stream),
+        mininterval=0.5 if tty else min_interval,
+        maxinterval=float('inf') if not tty else 10.0,
+        dynamic_ncols=tty,
+        ncols=None if tty else 80,
+        leave=True,
+    )

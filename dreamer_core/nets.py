@@ -1,13 +1,12 @@
 """Networks: RSSM, convolutional encoder and decoder, MLP heads."""
 
-import inspect
-
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from dreamer_core import dists
-from dreamer_core.tools import static_scan
+from dreamer_core.config import ConfigError
+from dreamer_core.scan import static_scan
 
 tfd = dists.tfd
 layers = keras.layers
@@ -27,7 +26,7 @@ def get_act(name):
         'sigmoid': tf.sigmoid,
     }
     if name not in acts:
-        raise ValueError(f'Unknown activation {name!r}; choose one of {sorted(acts)}.')
+        raise ConfigError(f'Unknown activation {name!r}; choose one of {sorted(acts)}.')
     return acts[name]
 
 
@@ -84,29 +83,23 @@ class RSSM(Module):
     ):
         super().__init__()
         if posterior_input not in ('deter_embed', 'embed'):
-            raise ValueError(
+            raise ConfigError(
                 f"rssm.posterior_input is {posterior_input!r}: use 'deter_embed' or 'embed'."
             )
         if posterior_std not in ('learned', 'prior'):
-            raise ValueError(f"rssm.posterior_std is {posterior_std!r}: use 'learned' or 'prior'.")
+            raise ConfigError(f"rssm.posterior_std is {posterior_std!r}: use 'learned' or 'prior'.")
         if posterior_std == 'prior' and discrete:
-            raise ValueError(
+            raise ConfigError(
                 'rssm.posterior_std prior needs continuous latents: set --rssm.discrete False.'
             )
         if std_act not in ('softplus', 'sigmoid', 'sigmoid2'):
-            raise ValueError(f'rssm.std_act is {std_act!r}: use softplus, sigmoid or sigmoid2.')
+            raise ConfigError(f'rssm.std_act is {std_act!r}: use softplus, sigmoid or sigmoid2.')
         self._stoch, self._deter, self._hidden = stoch, deter, hidden
         self._discrete = discrete
         self._act = get_act(act)
         self._std_act, self._min_std = std_act, min_std
         self._post_input, self._post_std = posterior_input, posterior_std
         self._cell = GRUCell(deter)
-
-    @classmethod
-    def from_config(cls, rssm_config):
-        """Build from a config dict that may also hold keys meant for a variant's loss."""
-        names = inspect.signature(cls.__init__).parameters
-        return cls(**{k: v for k, v in rssm_config.items() if k in names})
 
     def initial(self, batch_size):
         dtype = dists.compute_dtype()
@@ -143,7 +136,7 @@ class RSSM(Module):
         return {k: swap(v) for k, v in prior.items()}
 
     def get_feat(self, state):
-        stoch = self._flat_stoch(state['stoch'])
+        stoch = self.flat_stoch(state['stoch'])
         return tf.concat([tf.cast(stoch, state['deter'].dtype), state['deter']], -1)
 
     def get_dist(self, state):
@@ -170,7 +163,7 @@ class RSSM(Module):
 
     def img_step(self, prev_state, prev_action, sample=True):
         dtype = dists.compute_dtype()
-        prev_stoch = self._flat_stoch(tf.cast(prev_state['stoch'], dtype))
+        prev_stoch = self.flat_stoch(tf.cast(prev_state['stoch'], dtype))
         x = tf.concat([prev_stoch, tf.cast(prev_action, dtype)], -1)
         x = self.get('img_in', layers.Dense, self._hidden, self._act)(x)
         deter = self._cell(x, tf.cast(prev_state['deter'], dtype))
@@ -197,7 +190,7 @@ class RSSM(Module):
         value_rhs = kld(self.get_dist(sg(lhs)), self.get_dist(rhs))
         return mix * clip(value_lhs) + (1 - mix) * clip(value_rhs), value
 
-    def _flat_stoch(self, stoch):
+    def flat_stoch(self, stoch):
         if self._discrete:
             shape = tf.concat([tf.shape(stoch)[:-2], [self._stoch * self._discrete]], 0)
             return tf.reshape(stoch, shape)
@@ -264,7 +257,7 @@ class ConvEncoder(Module):
         self._depth, self._act, self._kernels = depth, get_act(act), tuple(kernels)
         self._keys = tuple(keys)
         if self._keys != ('image',):
-            raise ValueError(f'encoder.keys is {list(keys)}: only [image] is supported.')
+            raise ConfigError(f'encoder.keys is {list(keys)}: only [image] is supported.')
 
     def __call__(self, data):
         image = tf.cast(data['image'], dists.compute_dtype())
@@ -300,7 +293,7 @@ class ConvDecoder(Module):
             ctor = ConvTransposeFrom1x1 if i == 0 else layers.Conv2DTranspose
             x = self.get(f'convt{i}', ctor, depth, kernel, 2, activation=act)(x)
         if tuple(x.shape[1:]) != self._shape:
-            raise ValueError(
+            raise ConfigError(
                 f'Decoder produces images of shape {tuple(x.shape[1:])}, not {self._shape}: the kernels '
                 f'{list(self._kernels)} fit 64x64 images only.'
             )

@@ -6,13 +6,14 @@ import tensorflow as tf
 import tf_keras as keras
 
 from dreamer_core import dists
+from dreamer_core.config import ConfigError
 
 
 class Optimizer(tf.Module):
     def __init__(self, name, lr, eps=1e-4, clip=None, wd=None, opt='adam', wd_pattern=r'.*'):
         super().__init__(name=name)
         if opt != 'adam':
-            raise ValueError(f'{name}_opt.opt is {opt!r}: only adam is supported.')
+            raise ConfigError(f'{name}_opt.opt is {opt!r}: only adam is supported.')
         self._name = name
         self._clip, self._wd, self._wd_pattern = clip, wd, wd_pattern
         self._opt = keras.optimizers.Adam(lr, epsilon=eps)

@@ -60,18 +60,21 @@ class Variant:
     def entry(self) -> pathlib.Path:
         return self.dir / 'train.py'
 
-    def load_loss(self) -> type:
-        """The representation loss class (imports TensorFlow)."""
-        module_name, _, class_name = self.loss.partition(':')
-        path = self.dir / f'{module_name}.py'
+    def load_module(self):
+        """The module of its representation loss (imports TensorFlow), loaded once."""
+        module_name = self.loss.partition(':')[0]
         key = f'dreamer_variant_{self.name}_{module_name}'
         module = sys.modules.get(key)
         if module is None:
-            spec = importlib.util.spec_from_file_location(key, path)
+            spec = importlib.util.spec_from_file_location(key, self.dir / f'{module_name}.py')
             module = importlib.util.module_from_spec(spec)
             sys.modules[key] = module
             spec.loader.exec_module(module)
-        return getattr(module, class_name)
+        return module
+
+    def load_loss(self) -> type:
+        """Its representation loss class, a `dreamer_core.variant.RepresentationLoss`."""
+        return getattr(self.load_module(), self.loss.partition(':')[2])
 
     def blocks(self, setting: str) -> tuple[str, ...]:
         """The `--configs` blocks and flags of the paper's `standard` or `natural` runs."""
@@ -106,8 +109,10 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def get(name: str) -> Variant:
-    """The variant called `name` (its name, folder or method name, any case)."""
+def get(name: str | Variant) -> Variant:
+    """The variant called `name` (its name, folder or method name, any case); an entry as is."""
+    if isinstance(name, Variant):
+        return name
     key = name.lower()
     for variant in VARIANTS.values():
         if key in (variant.name, variant.folder.lower(), variant.method):

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from dreamer_core import fileio
+from dreamer_core.errors import UserError
 
 
 def load_episode(path):
@@ -56,7 +57,7 @@ def _timestamp():
     return datetime.datetime.now().strftime('%Y%m%dT%H%M%S')
 
 
-class ReplayError(ValueError):
+class ReplayError(UserError, ValueError):
     """Replay on disk does not fit this run's config."""
 
 

@@ -1,8 +1,10 @@
 """The one training loop: prefill, pretrain, then alternate evaluation and training."""
 
+from __future__ import annotations
+
 import collections
-import importlib.util
 import json
+import os
 import pathlib
 import random
 import re
@@ -13,8 +15,9 @@ import numpy as np
 
 from dreamer_core import config as config_lib
 from dreamer_core import envs as envs_lib
-from dreamer_core import faults
-from dreamer_core.logger import Logger, Progress
+from dreamer_core import faults, registry
+from dreamer_core.errors import UserError
+from dreamer_core.logger import Logger, progress
 from dreamer_core.replay import Replay
 
 CHECKPOINT = 'variables.npz'
@@ -27,71 +30,56 @@ class Stop(Exception):
     """Raised inside the env loop when a signal asked the run to stop cleanly."""
 
 
-class Counter:
-    def __init__(self, value=0):
-        self.value = int(value)
-
-    def __int__(self):
-        return self.value
+class Diverged(FloatingPointError):
+    """A non-finite loss or gradient: the run stops with exit code 1, its checkpoint kept."""
 
 
-def main(argv, variant_dir, loss, variant):
-    """Entry point of every variant's dreamerv2/train.py.
+class LogdirError(UserError):
+    """The log directory is missing or not writable."""
 
-    `loss` names the variant's representation loss as 'module:Class' in `variant_dir`; it is
-    imported (with TensorFlow) only once the config and task are known to be good.
+
+def main(argv: list[str], variant: str | registry.Variant) -> int:
+    """Entry point of every variant's dreamerv2/train.py; returns the exit code.
+
+    `variant` is a registry name (or entry). The config and task are checked before TensorFlow
+    is imported, so bad input fails at once; bad input found later (replay, videos, checkpoint)
+    is reported the same way: one line `error: ...` and exit code 2.
     """
     try:
-        config = config_lib.load(argv, variant_dir)
+        variant = registry.get(variant)
+        config = config_lib.load(argv, variant.dir)
         envs_lib.validate_task(config.task)
         check_config(config)
         logdir = prepare_logdir(config.logdir)
-    except (config_lib.ConfigError, envs_lib.TaskError, OSError) as e:
+        return run(config, logdir, variant)
+    except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    repr_loss = load_loss(variant_dir, loss)
-    try:
-        return run(config, logdir, pathlib.Path(variant_dir).parent, repr_loss, variant)
-    except SetupError as e:
-        print(f'error: {e.__cause__}', file=sys.stderr)
-        return 2
-    except FloatingPointError as e:
-        print(f'error: {e} The last good checkpoint in {logdir} is kept.', file=sys.stderr)
+    except Diverged as e:
+        print(f'error: {e} The last good checkpoint in {config.logdir} is kept.', file=sys.stderr)
         return 1
 
 
-def load_loss(variant_dir, spec):
-    """The class named by 'module:Class', from the file variant_dir/module.py."""
-    module_name, _, class_name = spec.partition(':')
-    path = pathlib.Path(variant_dir) / f'{module_name}.py'
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return getattr(module, class_name)
-
-
-class SetupError(Exception):
-    """Bad input found while building the run (replay, envs, agent, checkpoint)."""
-
-
-def check_config(config):
+def check_config(config) -> None:
+    """Relations between values that no single key's type can express."""
+    steps = config_lib.agent_steps(config)
     if config.precision not in (16, 32):
         raise config_lib.ConfigError(f'precision is {config.precision}: use 16 or 32.')
-    if config.time_limit and config.replay_size < config.time_limit:
+    if steps.time_limit and config.replay_size < steps.time_limit:
         raise config_lib.ConfigError(
             f'replay_size ({config.replay_size} steps) is smaller than one episode '
-            f'({config.time_limit} steps after action repeat): raise --replay_size.'
+            f'({steps.time_limit} steps after action repeat): raise --replay_size.'
         )
-    if config.dataset.length > config.time_limit > 0:
+    if config.dataset.length > steps.time_limit > 0:
         raise config_lib.ConfigError(
             f'dataset.length ({config.dataset.length}) is longer than an episode '
-            f'({config.time_limit} steps after action repeat): lower --dataset.length.'
+            f'({steps.time_limit} steps after action repeat): lower --dataset.length.'
         )
 
 
-def prepare_logdir(logdir):
+def prepare_logdir(logdir) -> pathlib.Path:
     if str(logdir) in ('/dev/null', ''):
-        raise OSError('Give a log directory: --logdir log/<task>/<agent>/<seed>.')
+        raise LogdirError('Give a log directory: --logdir log/<task>/<agent>/<seed>.')
     logdir = pathlib.Path(logdir).expanduser()
     try:
         logdir.mkdir(parents=True, exist_ok=True)
@@ -99,17 +87,21 @@ def prepare_logdir(logdir):
         probe.write_text('ok')
         probe.unlink()
     except OSError as e:
-        raise OSError(
+        raise LogdirError(
             f'Cannot write to the log directory {logdir}: {e.strerror}. Choose a writable --logdir.'
         ) from e
     return logdir
 
 
 def setup_tensorflow(config):
-    """Seed everything; mixed precision only where a GPU makes it pay."""
+    """The one place TensorFlow is set up: seeds, eager or graph mode, precision, GPU memory."""
+    if config.verbose:
+        os.environ['TF_CPP_MIN_LOG_LEVEL'] = '0'
     import tensorflow as tf
     import tf_keras as keras
 
+    if not config.verbose:
+        tf.get_logger().setLevel('ERROR')
     random.seed(config.seed)
     np.random.seed(config.seed)
     tf.random.set_seed(config.seed)
@@ -124,67 +116,50 @@ def setup_tensorflow(config):
     return tf
 
 
-def env_seed(config, mode, index, resume_steps):
+def env_seed(config, mode: str, index: int, resume_steps: int) -> int:
     """Distinct, reproducible env seeds per mode, env index and resume point."""
-    return int(
-        np.random.SeedSequence([config.seed, mode == 'eval', index, resume_steps]).generate_state(
-            1
-        )[0]
-        % (2**31)
-    )
+    entropy = [config.seed, mode == 'eval', index, resume_steps]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] % (2**31))
 
 
-def run(config, logdir, variant_root, repr_loss, variant):
+def run(config, logdir: pathlib.Path, variant: registry.Variant) -> int:
     setup_tensorflow(config)
-    print(f'Logdir {logdir}')
-    from dreamer_core.agent import CheckpointError
-    from dreamer_core.backgrounds import BackgroundError
-    from dreamer_core.replay import ReplayError
-
-    bad_input = (CheckpointError, BackgroundError, ReplayError, ValueError)
-    obs_shapes = {'image': envs_lib.obs_shape(config)}
-    try:
-        train_replay = Replay(logdir / 'train_replay', config.replay_size, config.seed, obs_shapes)
-        eval_replay = Replay(
-            logdir / 'eval_replay', config.replay_size, config.seed + 1, obs_shapes
-        )
-        step = Counter(train_replay.total_steps)
-        resume = step.value
-        make = lambda mode, i: envs_lib.make_env(
-            config, mode, variant_root, seed=env_seed(config, mode, i, resume)
-        )
-        train_envs = [make('train', i) for i in range(config.num_envs)]
-        eval_envs = [make('eval', i) for i in range(config.num_envs)]
-    except bad_input as e:
-        raise SetupError() from e
-    obs_shape = train_envs[0].obs_shape
-    assert obs_shape == obs_shapes['image'], (obs_shape, obs_shapes)
-    act_space = train_envs[0].act_space
     from dreamer_core.agent import Agent
 
-    try:
-        # Built before prefill so that a config the agent rejects fails before anything runs.
-        agent = Agent(config, obs_shape, act_space.shape[0], act_space.discrete, repr_loss, variant)
-        if (logdir / CHECKPOINT).exists():
-            # Before config.yaml and the logs are written: a logdir of another run stays as it was.
-            agent.check_checkpoint(logdir / CHECKPOINT)
-    except bad_input as e:
-        raise SetupError() from e
-    config.save(logdir / 'config.yaml')
+    print(f'Logdir {logdir}')
+    obs_shapes = {'image': envs_lib.obs_shape(config)}
+    train_replay = Replay(logdir / 'train_replay', config.replay_size, config.seed, obs_shapes)
+    eval_replay = Replay(logdir / 'eval_replay', config.replay_size, config.seed + 1, obs_shapes)
+    resume = train_replay.total_steps
+    make = lambda mode, i: envs_lib.make_env(
+        config, mode, variant.root, seed=env_seed(config, mode, i, resume)
+    )
+    train_envs = [make('train', i) for i in range(config.num_envs)]
+    eval_envs = [make('eval', i) for i in range(config.num_envs)]
+    act_space = train_envs[0].act_space
+    # Built before prefill so that a config the agent rejects fails before anything runs.
+    agent = Agent(
+        config,
+        train_envs[0].obs_shape,
+        act_space.shape[0],
+        act_space.discrete,
+        variant.load_loss(),
+        variant.name,
+    )
+    if (logdir / CHECKPOINT).exists():
+        # Before config.yaml and the logs are written: a logdir of another run stays as it was.
+        agent.check_checkpoint(logdir / CHECKPOINT)
+    config_lib.save_run(config, logdir / 'config.yaml', variant.name)
     logger = Logger(logdir, multiplier=config.action_repeat)
-    loop = Loop(config, logdir, logger, step, train_replay, eval_replay, train_envs, eval_envs)
+    loop = Loop(config, logdir, logger, train_replay, eval_replay, train_envs, eval_envs)
     try:
         loop.prefill(act_space)
         loop.start(agent)
         loop.train()
-    except (CheckpointError, BackgroundError, ReplayError) as e:
-        # Videos are decoded at the first env reset (in prefill, or in evaluation when resumed);
-        # replay and checkpoint problems surface when the agent starts.
-        raise SetupError() from e
     except Stop:
         loop.save()
         print(
-            f'Stopped at frame {step.value * config.action_repeat}; checkpoint and replay saved. '
+            f'Stopped at frame {loop.frames}; checkpoint and replay saved. '
             f'Resume with the same command (same --logdir {logdir}).'
         )
     finally:
@@ -195,34 +170,54 @@ def run(config, logdir, variant_root, repr_loss, variant):
 
 
 class Loop:
-    """Holds the pieces of one run; the only place that logs and saves."""
+    """Holds the pieces and the state of one run; the only place that logs and saves.
 
-    def __init__(
-        self, config, logdir, logger, step, train_replay, eval_replay, train_envs, eval_envs
-    ):
+    `step` counts agent steps of the training env (frames / action_repeat): the one counter of
+    the run, restored from the replay on resume; the agent's step variable follows it.
+    """
+
+    def __init__(self, config, logdir, logger, train_replay, eval_replay, train_envs, eval_envs):
         from dreamer_core.driver import Driver
-        from dreamer_core import tools
+        from dreamer_core.schedules import Every
 
-        self.config, self.logdir, self.logger, self.step = config, logdir, logger, step
+        self.config, self.logdir, self.logger = config, logdir, logger
+        self.units = config_lib.agent_steps(config)
         self.train_replay, self.eval_replay = train_replay, eval_replay
         self.train_driver, self.eval_driver = Driver(train_envs), Driver(eval_envs)
-        self.metrics = collections.defaultdict(list)
-        self.should_train = tools.Every(config.train_every)
-        self.should_log = tools.Every(config.log_every)
-        self.should_video = {
-            'train': tools.Every(config.eval_every),
-            'eval': tools.Every(config.eval_every),
-        }
-        self.eval_returns = []
         self.agent = None
+        self._step = train_replay.total_steps
+        self.phase = 'prefill'
+        self.progress = None
+        self.last_eval_frame = self._read_last_eval_frame()
+        self.metrics = collections.defaultdict(list)
         self.updates = 0
         self.skipped_in_a_row = 0
+        self.should_train = Every(config.train_every)
+        self.should_log = Every(self.units.log_every)
+        self.should_video = {
+            'train': Every(self.units.eval_every),
+            'eval': Every(self.units.eval_every),
+        }
         self._stop_requested = None
         self.train_driver.on_episode(lambda ep: self.per_episode(ep, 'train'))
         self.eval_driver.on_episode(lambda ep: self.per_episode(ep, 'eval'))
-        self.train_driver.on_step(self.count_step)
+        self.train_driver.on_step(self.on_train_step)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self._step = value
+        if self.agent is not None:
+            self.agent.step.assign(value)
+
+    @property
+    def frames(self) -> int:
+        return self._step * self.config.action_repeat
 
     def _on_signal(self, signum, frame):
         if self._stop_requested is not None:
@@ -237,9 +232,23 @@ class Loop:
         if self._stop_requested:
             raise Stop()
 
-    def count_step(self, transition, index):
-        self.step.value += 1
+    def on_train_step(self, transition, index):
+        self.step += 1
         self.check_stop()
+        if self.progress is not None:
+            self.progress.update(self.config.action_repeat)
+        if self.phase == 'prefill':
+            faults.kill_point('prefill')
+            return
+        if self.should_train(self.step):
+            for _ in range(self.config.train_steps):
+                self.update()
+        if self.should_log(self.step):
+            for name, values in self.metrics.items():
+                self.logger.scalar(name, np.array(values, np.float64).mean())
+            self.metrics.clear()
+            self.logger.add(self.agent.report(next(self.train_data)), prefix='train')
+            self.logger.write(self.step, fps=True)
 
     def per_episode(self, ep, mode):
         length = len(ep['reward']) - 1
@@ -250,65 +259,53 @@ class Loop:
         print(
             f'{mode.title()} episode has {frames} frames ({length} steps) and return {score:.1f}.'
         )
-        if mode == 'eval':
-            self.eval_returns.append(score)
-        else:
+        if mode == 'train':
             self.logger.scalar('train_return', score)
             self.logger.scalar('train_length', frames)
             self.logger.scalar('train_episodes', replay.total_episodes)
-        if self.should_video[mode](self.step.value):
+        if self.should_video[mode](self.step):
             self.logger.video(f'{mode}_policy', ep['image'])
-        self.logger.write(self.step.value)
+        self.logger.write(self.step)
 
     def prefill(self, act_space):
         from dreamer_core.agent_random import RandomAgent
 
-        missing = max(0, self.config.prefill - self.train_replay.total_steps)
+        missing = max(0, self.units.prefill - self.train_replay.total_steps)
         if missing:
-            print(
-                f'Prefill dataset ({missing} steps, {missing * self.config.action_repeat} frames).'
-            )
-            agent = RandomAgent(act_space, self.config.seed)
-            progress = Progress(missing, 'prefill steps')
-            start = self.step.value
-
-            def on_prefill_step(*_):
-                progress.update(self.step.value - start)
-                faults.kill_point('prefill')
-
-            self.train_driver.on_step(on_prefill_step)
-            self.train_driver(agent, steps=missing)
-            self.train_driver._on_steps.pop()
-            progress.close()
+            frames = missing * self.config.action_repeat
+            print(f'Prefill dataset ({missing} steps, {frames} frames).')
+            self.progress = progress(frames, 'prefill', 'frames')
+            self.train_driver(RandomAgent(act_space, self.config.seed), steps=missing)
+            self.progress.close()
+            self.progress = None
             self.train_driver.reset()
         if not self.eval_replay.total_episodes:
             self.eval_driver(RandomAgent(act_space, self.config.seed + 1), episodes=1)
-            self.eval_returns.clear()
             self.eval_driver.reset()
 
     def start(self, agent):
+        """Attach the agent: one update creates its variables; then resume or pretrain."""
         self.agent = agent
-        agent.step.assign(self.step.value)
+        self.step = self._step  # The agent's step follows the loop's from here on.
         self.train_data = iter(self.train_replay.dataset(**self.config.dataset))
         self.eval_data = iter(self.eval_replay.dataset(**self.config.dataset))
-        # One update creates every variable, optimizer state included (as DreamerV2 does).
+        # One update creates every variable, optimizer state included (as DreamerV2 does);
+        # a resumed run then overwrites them all from its checkpoint.
         self.update()
         path = self.logdir / CHECKPOINT
         if path.exists():
             agent.load(path)
-            print(
-                f'Resumed agent from {path} at frame {self.step.value * self.config.action_repeat}.'
-            )
+            print(f'Resumed agent from {path} at frame {self.frames}.')
             return
-        pretrain = max(0, self.config.pretrain - 1)
-        if pretrain:
-            print(f'Pretrain agent ({pretrain} more updates).')
-            progress = Progress(pretrain, 'pretrain updates')
-            for i in range(pretrain):
+        # As in DreamerV2, `pretrain` updates follow the one that built the agent.
+        if self.config.pretrain:
+            print(f'Pretrain agent ({self.config.pretrain} more updates).')
+            bar = progress(self.config.pretrain, 'pretrain', 'updates')
+            for _ in range(self.config.pretrain):
                 self.update()
                 self.check_stop()
-                progress.update(i + 1)
-            progress.close()
+                bar.update(1)
+            bar.close()
 
     def update(self):
         import tensorflow as tf
@@ -321,74 +318,80 @@ class Loop:
             if not match:
                 raise
             name, kind = match.groups()
-            raise FloatingPointError(
-                f'{name} is not finite ({kind}) at frame {self.step.value * self.config.action_repeat} '
-                f'(update {self.updates + 1}).'
+            raise Diverged(
+                f'{name} is not finite ({kind}) at frame {self.frames} (update {self.updates + 1}).'
             ) from None
         self.updates += 1
         skipped = mets.get('model_skipped', 0.0)
         self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
         if self.skipped_in_a_row >= MAX_SKIPPED:
-            raise FloatingPointError(
+            raise Diverged(
                 f'{MAX_SKIPPED} updates in a row had non-finite gradients even with loss scaling, '
-                f'last at frame {self.step.value * self.config.action_repeat}.'
+                f'last at frame {self.frames}.'
             )
         for key, value in mets.items():
             self.metrics[key].append(value)
         faults.kill_point('train')
 
-    def train_step(self, transition, index):
-        self.agent.step.assign(self.step.value)
-        if self.should_train(self.step.value):
-            for _ in range(self.config.train_steps):
-                self.update()
-        if self.should_log(self.step.value):
-            for name, values in self.metrics.items():
-                self.logger.scalar(name, np.array(values, np.float64).mean())
-            self.metrics.clear()
-            self.logger.add(self.agent.report(next(self.train_data)), prefix='train')
-            self.logger.write(self.step.value, fps=True)
-        self.progress.update(self.step.value - self._progress_start)
-
     def evaluate(self):
+        """`eval_eps` episodes with the policy's mode; returns their returns (logged too)."""
         self.logger.add(self.agent.report(next(self.eval_data)), prefix='eval')
-        self.eval_returns.clear()
         policy = lambda obs, state: self.agent.policy(obs, state, mode='eval')
-        self.eval_driver(policy, episodes=self.config.eval_eps)
+        episodes = self.eval_driver(policy, episodes=self.config.eval_eps)
         self.eval_driver.reset()
-        returns = np.array(self.eval_returns, np.float64)
+        returns = np.array([ep['reward'].astype(np.float64).sum() for ep in episodes])
         self.logger.scalar('eval_return', returns.mean())
         self.logger.scalar('eval_return_std', returns.std())
         self.logger.scalar('eval_episodes', len(returns))
-        self.logger.write(self.step.value)
-        frames = self.step.value * self.config.action_repeat
+        self.logger.write(self.step)
         with open(self.logdir / 'eval_returns.jsonl', 'a') as f:
-            f.write(json.dumps({'step': frames, 'returns': returns.tolist()}) + '\n')
+            f.write(json.dumps({'step': self.frames, 'returns': returns.tolist()}) + '\n')
+        self.last_eval_frame = self.frames
         print(
-            f'Evaluation at frame {frames}: mean return {returns.mean():.1f} over {len(returns)} '
-            'episodes.'
+            f'Evaluation at frame {self.frames}: mean return {returns.mean():.1f} over '
+            f'{len(returns)} episodes.'
         )
+        return returns
 
     def train(self):
-        config = self.config
-        self.train_driver.on_step(self.train_step)
-        self._progress_start = self.step.value
-        if self.step.value >= config.steps:
-            self.save()  # prefill reached --steps: keep what pretraining learned
-        else:
-            self.progress = Progress(config.steps - self.step.value, 'train steps')
+        """Evaluate, then train for `eval_every` frames, until `steps`; a last evaluation at
+        the final frame unless it already has one."""
+        total = self.units.steps
+        self.phase = 'train'
+        if self.step < total:
+            self.progress = progress(
+                (total - self.step) * self.config.action_repeat, 'train', 'frames'
+            )
         policy = lambda obs, state: self.agent.policy(obs, state, mode='train')
-        while self.step.value < config.steps:
-            self.logger.write(self.step.value)
-            print('Start evaluation.')
-            self.evaluate()
-            self.check_stop()
+        while self.step < total:
+            self.logger.write(self.step)
+            if self.last_eval_frame != self.frames:  # e.g. the final one of a finished run
+                print('Start evaluation.')
+                self.evaluate()
+                self.check_stop()
             print('Start training.')
-            self.train_driver(policy, steps=min(config.eval_every, config.steps - self.step.value))
+            self.train_driver(policy, steps=min(self.units.eval_every, total - self.step))
             self.save()
-        if hasattr(self, 'progress'):
+        if self.progress is not None:
             self.progress.close()
-        print(f'Finished {config.steps * config.action_repeat} frames.')
+            self.progress = None
+        if self.last_eval_frame != self.frames:
+            print('Final evaluation.')
+            self.evaluate()
+            self.save()
+        print(f'Finished {self.frames} frames.')
+
+    def _read_last_eval_frame(self):
+        """The frame of the last evaluation in eval_returns.jsonl (None if there is none)."""
+        path = self.logdir / 'eval_returns.jsonl'
+        frame = None
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    frame = int(json.loads(line)['step'])
+                except (ValueError, KeyError, TypeError):
+                    continue  # A line cut short by a crash.
+        return frame
 
     def save(self):
         if self.agent is not None:

@@ -1,33 +1,36 @@
 """World model: encoder + RSSM + heads, trained with a variant's representation loss."""
 
+import inspect
+
 import tensorflow as tf
 
 from dreamer_core import dists, nets, optim
+from dreamer_core.config import ConfigError
 
 CLIP_REWARDS = {'identity': tf.identity, 'tanh': tf.tanh, 'sign': tf.sign}
 
 
 class WorldModel(tf.Module):
-    """Shared DreamerV2 world model.
-
-    `repr_loss(config, wm)` builds the variant's representation loss: it may register extra heads
-    in `wm.heads` (Dreamer's image decoder) and declares the loss terms it returns in `terms`.
-    """
+    """Shared DreamerV2 world model; `repr_loss` is the variant's `RepresentationLoss` class."""
 
     def __init__(self, config, obs_shape, act_dim, repr_loss):
         super().__init__(name='wm')
         self.config = config
         self.obs_shape = tuple(obs_shape)
         if config.clip_rewards not in CLIP_REWARDS:
-            raise ValueError(
+            raise ConfigError(
                 f'clip_rewards is {config.clip_rewards!r}: use one of {sorted(CLIP_REWARDS)}.'
             )
+        self.repr = repr_loss(config, self.obs_shape)
         self.encoder = nets.ConvEncoder(**config.encoder)
-        self.rssm = nets.RSSM.from_config(config.rssm)
+        self.rssm = nets.RSSM(**rssm_settings(config.rssm, self.repr.rssm_keys))
         self.heads = {'reward': nets.MLP([], **config.reward_head)}
         if config.pred_discount:
             self.heads['discount'] = nets.MLP([], **config.discount_head)
-        self.repr = repr_loss(config, self)
+        for name, head in self.repr.make_heads(config).items():
+            if name in self.heads:
+                raise ValueError(f'The variant head {name!r} would replace a core head.')
+            self.heads[name] = head
         self._check_names()
         self.model_opt = optim.Optimizer('model', **config.model_opt)
 
@@ -35,20 +38,20 @@ class WorldModel(tf.Module):
         config = self.config
         for name in config.grad_heads:
             if name not in self.heads:
-                raise ValueError(
+                raise ConfigError(
                     f'grad_heads names {name!r}, but this agent has the heads {sorted(self.heads)}: '
                     f'set --grad_heads to a subset, e.g. --grad_heads {",".join(sorted(self.heads))}.'
                 )
         scales = set(config.loss_scales)
-        terms = set(self.heads) | set(self.repr.terms) | ({'kl'} & scales)
+        terms = set(self.heads) | set(self.repr.terms) | ({'kl'} if self.repr.uses_kl else set())
         missing = terms - scales
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f'Loss terms {sorted(missing)} have no entry in loss_scales {sorted(scales)}.'
             )
         unused = scales - terms - ({'discount'} if not config.pred_discount else set())
         if unused:
-            raise ValueError(
+            raise ConfigError(
                 f'loss_scales has {sorted(unused)}, which this agent does not compute '
                 f'(its terms: {sorted(terms)}). Check the spelling in configs.yaml or the flag.'
             )
@@ -61,7 +64,7 @@ class WorldModel(tf.Module):
         with tf.GradientTape() as tape:
             model_loss, state, outputs, metrics = self.loss(data, state)
         metrics.update(self.model_opt(tape, model_loss, self.modules))
-        self.repr.after_update()
+        self.repr.after_update(self.encoder)
         return state, outputs, metrics
 
     def loss(self, data, state=None):
@@ -71,7 +74,7 @@ class WorldModel(tf.Module):
         feat = self.rssm.get_feat(post)
         losses, metrics = self.repr(data, embed, post, prior, feat)
         losses = dict(losses)
-        if 'kl' in self.config.loss_scales:
+        if self.repr.uses_kl:
             losses['kl'], kl_value = self.rssm.kl_loss(post, prior, **self.config.kl)
             metrics['model_kl'] = tf.reduce_mean(kl_value)
         for name, head in self.heads.items():
@@ -123,4 +126,17 @@ class WorldModel(tf.Module):
         return feats, states, actions, disc
 
     def report(self, data):
-        return self.repr.report(self.preprocess(data))
+        return self.repr.report(self.preprocess(data), self)
+
+
+def rssm_settings(rssm, variant_keys):
+    """The RSSM's keyword arguments: the config's `rssm` block without the variant's keys."""
+    known = set(inspect.signature(nets.RSSM.__init__).parameters) - {'self'}
+    settings = {k: v for k, v in rssm.items() if k not in variant_keys}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(
+            f'rssm.{unknown[0]} is neither an RSSM setting ({", ".join(sorted(known))}) nor one '
+            "of this variant's (its loss lists them in rssm_keys): remove it or fix the name."
+        )
+    return settings

@@ -6,7 +6,7 @@ import pathlib
 import subprocess
 import sys
 
-from tests.tiny import TINY_MODEL, VARIANT_MODEL
+from tests.tiny import TINY_MODEL, variant_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -17,13 +17,13 @@ TINY = [
     *'--dataset.batch 3 --dataset.length 8'.split(),
     *TINY_MODEL,
 ]
-EXTRA = {**VARIANT_MODEL, 'DreamerPro': [*VARIANT_MODEL['DreamerPro'], '--dataset.length', '9']}
 
 
 def command(variant, logdir, *args, configs=('defaults', 'dmc')):
     """The train.py command line of a tiny run; later flags win, as each may be given once."""
     flags = {}
-    pairs = [*TINY, *EXTRA[variant], *args]
+    extra = ['--dataset.length', '9'] if variant == 'DreamerPro' else []  # T > warm_up + 1
+    pairs = [*TINY, *variant_model(variant), *extra, *args]
     for flag, value in zip(pairs[::2], pairs[1::2]):
         flags[flag] = value
     cmd = [sys.executable, 'dreamerv2/train.py', '--logdir', str(logdir), '--configs', *configs]

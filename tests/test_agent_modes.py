@@ -2,15 +2,13 @@
 
 import numpy as np
 import pytest
-
-import dreamer_core  # noqa: F401
 import tf_keras as keras
 
-from tests.tiny import TINY_MODEL, VARIANT_MODEL
-from benchmarks.common import VARIANTS, build_agent, synthetic_batch
+from dreamer_core.build import synthetic_batch
+from dreamer_core.registry import VARIANTS
+from tests import tiny
 
 TINY = [
-    *TINY_MODEL,
     *'--expl_head.units 16 --expl_head.layers 1 --disag_models 3'.split(),
     *'--dataset.batch 3 --dataset.length 6'.split(),
 ]
@@ -18,7 +16,7 @@ ACT = 6
 
 
 def tiny_agent(variant, *flags):
-    return build_agent(variant, TINY + VARIANT_MODEL[variant] + list(flags), ACT, blocks=['debug'])
+    return tiny.tiny_agent(variant, TINY + list(flags), ACT, blocks=['debug'])
 
 
 def policy_obs(batch=2, reset=True):

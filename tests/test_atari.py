@@ -3,12 +3,9 @@
 import numpy as np
 import pytest
 
-import dreamer_core  # noqa: F401
-from dreamer_core import config as config_lib
 from dreamer_core import envs
-
-from tests.tiny import TINY_MODEL, VARIANT_MODEL
-from benchmarks.common import REPO, load_loss, synthetic_batch
+from dreamer_core.build import synthetic_batch
+from tests import tiny
 
 pytest.importorskip('ale_py')
 
@@ -45,19 +42,11 @@ def test_unknown_game_names_close_matches():
 
 
 def test_discrete_agent_update_and_policy():
-    from dreamer_core.agent import Agent
-
-    config = config_lib.load(
-        [
-            *'--configs defaults atari debug --precision 32'.split(),
-            *TINY_MODEL,
-            *VARIANT_MODEL['Dreamer'],
-            *'--rssm.discrete 4 --discount_head.units 16 --dataset.batch 2 --dataset.length 5'.split(),
-        ],
-        REPO / 'Dreamer' / 'dreamerv2',
+    flags = '--rssm.discrete 4 --discount_head.units 16 --dataset.batch 2 --dataset.length 5'
+    agent, config = tiny.tiny_agent(
+        'dreamer', flags.split(), 18, ['debug'], (64, 64, 1), True, base=['defaults', 'atari']
     )
     assert config.actor.dist == 'onehot' and config.grayscale
-    agent = Agent(config, (64, 64, 1), 18, True, load_loss('Dreamer'), 'dreamer')
     data = synthetic_batch(config, act_dim=18)
     data['image'] = data['image'][..., :1]
     data['action'] = np.eye(18, dtype=np.float32)[

@@ -1,4 +1,4 @@
-"""Config loading: blocks, flags, variant merging, errors, and the SPEC numbers per variant."""
+"""Config loading: blocks, flags, variant merging, errors, and the published numbers per variant."""
 
 import copy
 import os
@@ -10,10 +10,11 @@ import pytest
 from ruamel.yaml import YAML
 
 from dreamer_core import config as config_lib
-from dreamer_core.config import Config, ConfigError, load, load_blocks
+from dreamer_core import registry
+from dreamer_core.config import Config, ConfigError, agent_steps, load, load_blocks
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-VARIANTS = {name: ROOT / name / 'dreamerv2' for name in ('Dreamer', 'TPC', 'DreamerPro')}
+VARIANTS = {v.folder: v.dir for v in registry.VARIANTS.values()}
 DREAMER = VARIANTS['Dreamer']
 
 
@@ -99,6 +100,7 @@ def test_regex_key_sets_every_match_and_nothing_else(tmp_path):
     changed = {
         '.'.join(p) for p in config_lib._leaf_paths(before) if get(before, p) != get(after, p)
     }
+    changed.remove('configs')  # The applied block names.
     assert changed == {'model_opt.wd', 'actor_opt.wd', 'critic_opt.wd', 'expl_opt.wd'}
     assert all(get(after, tuple(p.split('.'))) == 0.5 for p in changed)
 
@@ -170,7 +172,7 @@ def test_variant_block_merges_into_core_block(core_blocks):
 def test_variant_entry_wins_over_core_entry_of_same_block(tmp_path):
     folder = make_variant(tmp_path, "dmc: {prefill: 64, rssm: {deter: 30}}\n")
     config = load(['--configs', 'defaults', 'dmc'], folder)
-    assert config.prefill == 64 // config.action_repeat
+    assert config.prefill == 64 and agent_steps(config).prefill == 64 // config.action_repeat
     assert config.rssm.deter == 30 and config.rssm.hidden == 200  # Core's other fields kept.
 
 
@@ -248,18 +250,36 @@ def test_int_option_switched_off_and_back_on():
 
 def test_action_repeat_divides_frame_counts_with_dmc():
     config = load(['--configs', 'defaults', 'dmc'], DREAMER)
+    steps = agent_steps(config)
     assert config.action_repeat == 2
-    assert config.steps == 1_000_000 // 2
-    assert config.prefill == 5000 // 2
-    assert config.time_limit == 1000 // 2
-    assert config.eval_every == 10_000 // 2 and config.log_every == 10_000 // 2
+    assert config.steps == 1_000_000 and steps.steps == 1_000_000 // 2
+    assert config.prefill == 5000 and steps.prefill == 5000 // 2
+    assert config.time_limit == 1000 and steps.time_limit == 1000 // 2
+    assert steps.eval_every == 10_000 // 2 and steps.log_every == 10_000 // 2
+
+
+def test_config_yaml_keeps_frames_as_given_and_records_variant_and_blocks(tmp_path):
+    config = load(['--configs', 'defaults', 'dmc', '--steps', '4000'], DREAMER)
+    config_lib.save_run(config, tmp_path / 'config.yaml', 'dreamer')
+    text = (tmp_path / 'config.yaml').read_text()
+    assert text.startswith('variant: dreamer\n') and '\nsteps: 4000\n' in text
+    variant, saved = config_lib.load_saved(tmp_path)
+    assert variant == 'dreamer' and saved == config
+    assert saved.configs == ('defaults', 'dmc')
+
+
+def test_config_yaml_without_variant_is_a_clear_error(tmp_path):
+    (tmp_path / 'config.yaml').write_text('steps: 10\n')
+    with pytest.raises(ConfigError, match='names no variant'):
+        config_lib.load_saved(tmp_path)
 
 
 def test_action_repeat_division_uses_flag_values():
     config = load(
         ['--configs', 'defaults', 'atari', '--steps', '4e6', '--action_repeat', '3'], DREAMER
     )
-    assert config.steps == 4_000_000 // 3 and config.prefill == 200_000 // 3
+    steps = agent_steps(config)
+    assert steps.steps == 4_000_000 // 3 and steps.prefill == 200_000 // 3
 
 
 # Errors.
@@ -393,7 +413,7 @@ def test_mapping_behaviour():
     assert copy.deepcopy(config) == config
 
 
-# The SPEC numbers per variant, after the blocks the SPEC's commands use.
+# The published numbers per variant, after the blocks of the README's commands.
 
 
 def check_shared_dmc(config):
@@ -447,7 +467,8 @@ def test_spec_dreamer_pro_dmc_norm_off():
 def test_spec_atari_and_reward_1000():
     for name, folder in VARIANTS.items():
         config = load(['--configs', 'defaults', 'atari', 'reward_1000'], folder)
-        assert config.steps == 200_000_000 // 4 and config.time_limit == 108_000 // 4
+        steps = agent_steps(config)
+        assert steps.steps == 200_000_000 // 4 and steps.time_limit == 108_000 // 4
         assert config.loss_scales.reward == 1000.0 and config.loss_scales.discount == 5.0
         assert config.actor.dist == 'onehot' and config.discount == 0.999
         assert config.actor_grad_mix == 0.0
@@ -460,4 +481,5 @@ def test_spec_atari_and_reward_1000():
 def test_spec_debug_block():
     config = load(['--configs', 'defaults', 'debug'], DREAMER)
     assert config.jit is False and config.dataset.batch == 10 and config.dataset.length == 10
-    assert config.prefill == 100 and config.eval_every == 300
+    steps = agent_steps(config)
+    assert steps.prefill == 100 and steps.eval_every == 300

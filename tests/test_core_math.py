@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-
-import dreamer_core  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from dreamer_core import dists, nets, tools
+from dreamer_core import agent as agent_lib
+from dreamer_core import dists, nets, scan, schedules
 
 tfd = tfp.distributions
 
@@ -36,7 +35,7 @@ def random_return_inputs(seed, horizon, batch):
 
 def tf_lambda_return(reward, value, pcont, bootstrap, lam):
     pcont = pcont if isinstance(pcont, float) else tf.constant(pcont)
-    return tools.lambda_return(
+    return scan.lambda_return(
         tf.constant(reward), tf.constant(value), pcont, tf.constant(bootstrap), lam
     ).numpy()
 
@@ -202,13 +201,13 @@ def test_kl_free_nats_average_versus_elementwise(name, make_states, discrete, ba
     ],
 )
 def test_schedule(text, step, want):
-    got = tools.schedule(text, tf.constant(step, tf.int64))
+    got = schedules.schedule(text, tf.constant(step, tf.int64))
     np.testing.assert_allclose(float(got), want, rtol=1e-5, atol=1e-7)
 
 
 def test_schedule_bad_string_names_it():
     with pytest.raises(ValueError, match=r'lineer\(1,0,10\)'):
-        tools.schedule('lineer(1,0,10)', 0)
+        schedules.schedule('lineer(1,0,10)', 0)
 
 
 def reference_every(every, steps):
@@ -232,7 +231,7 @@ def reference_every(every, steps):
 @pytest.mark.parametrize('every', [0, 1, 3, 5])
 def test_every(every):
     steps = [0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 20, 21, 35]
-    every_fn = tools.Every(every)
+    every_fn = schedules.Every(every)
     got = [every_fn(step) for step in steps]
     assert got == reference_every(every, steps)
     if every == 3:
@@ -242,8 +241,8 @@ def test_every(every):
 def test_action_noise_continuous():
     tf.random.set_seed(0)
     action = tf.constant(np.random.default_rng(0).uniform(-1, 1, (2000, 3)).astype(np.float32))
-    assert tools.action_noise(action, 0, False) is action
-    noisy = tools.action_noise(action, 0.3, False).numpy()
+    assert agent_lib.action_noise(action, 0, False) is action
+    noisy = agent_lib.action_noise(action, 0.3, False).numpy()
     assert noisy.shape == action.shape
     assert noisy.min() >= -1 and noisy.max() <= 1
     assert np.any(noisy == 1.0) and np.any(noisy == -1.0)  # clipped, not squashed
@@ -256,8 +255,8 @@ def test_action_noise_discrete():
     tf.random.set_seed(1)
     classes, rows, amount = 4, 4000, 0.4
     action = tf.one_hot(np.random.default_rng(1).integers(0, classes, rows), classes)
-    assert tools.action_noise(action, 0, True) is action
-    noisy = tools.action_noise(action, amount, True).numpy()
+    assert agent_lib.action_noise(action, 0, True) is action
+    noisy = agent_lib.action_noise(action, amount, True).numpy()
     assert set(np.unique(noisy)) == {0.0, 1.0}
     np.testing.assert_array_equal(noisy.sum(-1), np.ones(rows))
     kept = np.mean(np.argmax(noisy, -1) == np.argmax(action.numpy(), -1))

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-import dreamer_core  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from dreamer_core import driver as driver_lib
 from dreamer_core import envs
 from tests.fakes import FakeEnv

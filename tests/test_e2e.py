@@ -33,8 +33,9 @@ def test_train_and_resume(tmp_path, variant, task, configs):
     assert (logdir / 'config.yaml').exists()
     train_files = sorted((logdir / 'train_replay').glob('*.npz'))
     eval_files = sorted((logdir / 'eval_replay').glob('*.npz'))
-    # 240 frames of 40-frame episodes: 6 training episodes; 1 random + 2 evaluations of 2 each.
-    assert len(train_files) == 6 and len(eval_files) == 5
+    # 240 frames of 40-frame episodes: 6 training episodes; 1 random + 3 evaluations of 2 each
+    # (at 80, 160 and the final one at 240).
+    assert len(train_files) == 6 and len(eval_files) == 7
     for path in train_files + eval_files:
         episode = load_episode(path)
         assert episode['image'].shape == (21, 64, 64, 3) and episode['image'].dtype == np.uint8
@@ -42,7 +43,7 @@ def test_train_and_resume(tmp_path, variant, task, configs):
         assert episode['reset'][0] and not episode['reset'][1:].any()
     rows = metrics(logdir)
     evals = [row for row in rows if 'eval_return' in row]
-    assert [row['step'] for row in evals] == [80, 160]
+    assert [row['step'] for row in evals] == [80, 160, 240]
     assert all(np.isfinite(row['eval_return']) for row in evals)
     losses = [row for row in rows if 'model_loss' in row]
     assert losses and all(np.isfinite(row['model_loss']) for row in losses)

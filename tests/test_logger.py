@@ -6,8 +6,7 @@ import time
 import numpy as np
 import pytest
 
-import dreamer_core  # noqa: F401  (sets the Keras flavour before TensorFlow loads)
-from dreamer_core.logger import Logger, Progress
+from dreamer_core.logger import Logger, progress
 
 
 def read_jsonl(logdir):
@@ -119,18 +118,16 @@ def test_fps_is_env_frames_per_second(tmp_path):
 
 def test_progress_plain_lines_for_non_tty_and_throttled():
     stream = io.StringIO()
-    progress = Progress(total=200, desc='prefill', stream=stream, min_interval=10.0)
-    progress.update(10)
-    progress.update(20)  # too soon after the first line
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 1
+    bar = progress(total=200, desc='prefill', unit='frames', stream=stream, min_interval=10.0)
+    bar.update(10)
+    bar.update(10)  # too soon after the first line
     assert '\r' not in stream.getvalue()
-    assert re.fullmatch(r'prefill: 10/200 \(5%\) \| [\d.e+]+/s \| ETA \d+:\d\d:\d\d', lines[0])
-    progress.update(200)  # completion is always shown
-    progress.close()  # already shown: no duplicate
+    assert len(stream.getvalue().splitlines()) == 1  # the opening line only
+    bar.update(180)
+    bar.close()  # completion is always shown, once
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
-    assert lines[1].startswith('prefill: 200/200 (100%)') and 'ETA 0:00:00' in lines[1]
+    assert re.match(r'prefill: 100%.* 200/200 ', lines[1]) and 'frames/s' in lines[1]
 
 
 class FakeTTY(io.StringIO):
@@ -140,11 +137,11 @@ class FakeTTY(io.StringIO):
 
 def test_progress_redraws_in_place_on_tty():
     stream = FakeTTY()
-    progress = Progress(total=4, desc='eval', stream=stream)
-    progress.update(1)
-    progress.update(4)
-    progress.close()
+    bar = progress(total=4, desc='eval', unit='episodes', stream=stream)
+    bar.update(1)
+    bar.update(3)
+    bar.close()
     text = stream.getvalue()
-    assert text.count('\r') == 2
+    assert text.count('\r') >= 2
     assert text.endswith('\n') and text.count('\n') == 1
-    assert 'eval: 4/4 (100%)' in text
+    assert 'eval: 100%' in text and '4/4' in text

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dreamer_core  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from dreamer_core import config as config_lib
 from dreamer_core import envs
 from dreamer_core.backgrounds import BackgroundError

@@ -1,31 +1,26 @@
 """Components of the shared core: RSSM, GRU, encoder/decoder, heads, world model, optimizer,
 actor-critic and agent checkpoints (tier 2), on tiny sizes."""
 
-import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
-
-import dreamer_core  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 import tf_keras as keras
 
 from dreamer_core import agent as agent_lib
 from dreamer_core import config as config_lib
-from dreamer_core import nets, optim
+from dreamer_core import nets, optim, registry
 from tests.tiny import TINY_MODEL, VARIANT_MODEL
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DREAMER_DIR = REPO / 'Dreamer' / 'dreamerv2'
-_spec = importlib.util.spec_from_file_location('recon_loss', DREAMER_DIR / 'recon_loss.py')
-recon_loss = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(recon_loss)
+ReconLoss = registry.get('dreamer').load_loss()
 
 TINY = [
     *'--configs defaults dmc debug --precision 32'.split(),
     *TINY_MODEL,
-    *VARIANT_MODEL['Dreamer'],
+    *VARIANT_MODEL['dreamer'],
 ]
 B, T, ACT = 2, 5, 2
 
@@ -54,7 +49,7 @@ def make_agent(config=None):
         (64, 64, 3),
         act_dim=ACT,
         discrete=False,
-        repr_loss=recon_loss.ReconLoss,
+        repr_loss=ReconLoss,
         variant='dreamer',
     )
 

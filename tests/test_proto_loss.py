@@ -1,23 +1,18 @@
 """DreamerPro's prototype loss: pure functions against NumPy, the module on a fake world model."""
 
-import importlib.util
 import pathlib
 import types
 
 import numpy as np
 import pytest
-
-import dreamer_core  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
+
+from dreamer_core import registry
 from dreamer_core.config import Config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    'proto_loss', REPO / 'DreamerPro/dreamerv2/proto_loss.py'
-)
-pl = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pl)
+pl = registry.get('dreamerpro').load_module()
 
 try:
     from dreamer_core.nets import ConvEncoder
@@ -239,7 +234,7 @@ def make_setup(**overrides):
     config = make_config(**overrides)
     wm = types.SimpleNamespace(encoder=ConvEncoder(**config.encoder), rssm=FakeRSSM())
     feat_layer = keras.layers.Dense(5)
-    module = pl.ProtoLoss(config, wm)
+    module = pl.ProtoLoss(config, (8, 8, 3))
     rng = np.random.default_rng(6)
     data = {
         'image': tf.constant(rng.uniform(-0.5, 0.5, (2, 3, 64, 64, 3)), tf.float32),
@@ -308,14 +303,14 @@ def test_ema_copies_then_mixes_and_stays_untrainable():
         *map(id, m.feat_proj.variables),
     } <= trainable
     assert not any(v.trainable for v in ema)
-    m.after_update()
+    m.after_update(s.wm.encoder)
     for o, e in zip(online, ema):
         np.testing.assert_array_equal(e.numpy(), o.numpy())
     before = [e.numpy() for e in ema]
     rng = np.random.default_rng(8)
     for o in online:
         o.assign(o + rng.normal(size=o.shape).astype(np.float32))
-    m.after_update()
+    m.after_update(s.wm.encoder)
     for o, e, old in zip(online, ema, before):
         np.testing.assert_allclose(e.numpy(), 0.05 * o.numpy() + 0.95 * old, rtol=1e-5, atol=1e-6)
     assert int(m.updates) == 2
@@ -327,14 +322,14 @@ def test_ema_updates_only_every_n_steps():
     m = s.module
     ema = list(m._ema_encoder.variables)
     online = list(s.wm.encoder.variables)
-    m.after_update()  # Update 0 copies.
+    m.after_update(s.wm.encoder)  # Update 0 copies.
     for o in online:
         o.assign(o * 2.0 + 1.0)
     copied = [e.numpy() for e in ema]
-    m.after_update()  # Update 1 is off schedule.
+    m.after_update(s.wm.encoder)  # Update 1 is off schedule.
     for e, old in zip(ema, copied):
         np.testing.assert_array_equal(e.numpy(), old)
-    m.after_update()  # Update 2 mixes.
+    m.after_update(s.wm.encoder)  # Update 2 mixes.
     for o, e, old in zip(online, ema, copied):
         np.testing.assert_allclose(e.numpy(), 0.05 * o.numpy() + 0.95 * old, rtol=1e-5, atol=1e-6)
 
@@ -342,7 +337,7 @@ def test_ema_updates_only_every_n_steps():
 def test_after_update_before_loss_is_a_clear_error():
     s = make_setup()
     with pytest.raises(RuntimeError, match='before after_update'):
-        s.module.after_update()
+        s.module.after_update(s.wm.encoder)
 
 
 def test_prototypes_frozen_then_trained_under_tf_function():
@@ -361,7 +356,7 @@ def test_prototypes_frozen_then_trained_under_tf_function():
         )
         grads = tape.gradient(total, variables)
         optimizer.apply_gradients(zip(grads, variables))
-        s.module.after_update()
+        s.module.after_update(s.wm.encoder)
         return grads[list(map(id, variables)).index(id(s.module.prototypes))]
 
     direction = lambda: (

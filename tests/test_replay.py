@@ -226,7 +226,6 @@ def test_all_episodes_too_short_error(tmp_path):
 
 
 def test_dataset_shapes_and_dtypes(tmp_path):
-    import dreamer_core  # noqa: F401  (sets the Keras flavour before TensorFlow loads)
     import tensorflow as tf
 
     replay = Replay(tmp_path)

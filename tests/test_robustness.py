@@ -1,5 +1,5 @@
 """Robustness: the real Dreamer/dreamerv2/train.py killed, stopped by signals and fed bad input,
-and the loop's rules for non-finite updates (SPEC section 8; the 'lose nothing' issue).
+and the loop's rules for non-finite updates.
 
 The subprocess runs use tests/e2e.py's tiny model with a shorter schedule (FAST): 10-step
 episodes (20 frames, action repeat 2), a 20-step prefill, one evaluation episode and a 20-step
@@ -272,6 +272,7 @@ def mixed_precision():
 
 def test_mixed_precision_skips_non_finite_update_without_decay(mixed_precision):
     import tensorflow as tf
+
     from dreamer_core.optim import Optimizer
 
     lr, wd = 0.01, 0.1

@@ -1,20 +1,17 @@
 """TPC's loss terms against plain NumPy loops, and the TPCLoss module's interface."""
 
-import importlib.util
 import math
 import pathlib
 import types
 
 import numpy as np
 import pytest
-
-import dreamer_core  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 
+from dreamer_core import registry
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location('tpc_loss', REPO / 'TPC/dreamerv2/tpc_loss.py')
-tpc_loss_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tpc_loss_mod)
+tpc_loss_mod = registry.get('tpc').load_module()
 
 NOISE_STD = 0.2
 SHAPES = [(4, 3, 3), (5, 4, 4), (6, 5, 3)]
@@ -170,7 +167,7 @@ def test_gradients_reach_post_mean_and_stop_at_sg_prior_std():
 
 def test_module_returns_the_three_losses_and_bounded_accuracies():
     s, prior_mean, prior_std, _ = random_inputs((5, 4, 3), seed=11)
-    loss = tpc_loss_mod.TPCLoss(make_config(), wm=None)
+    loss = tpc_loss_mod.TPCLoss(make_config(), (64, 64, 3))
     post, prior = states(s, prior_mean, prior_std)
     losses, metrics = loss({}, None, post, prior, None)
     assert set(losses) == {'tpc', 'csc', 'spc'}
@@ -180,7 +177,7 @@ def test_module_returns_the_three_losses_and_bounded_accuracies():
     for name in ('tpc_acc', 'spc_acc'):
         assert 0.0 <= metrics[name].numpy() <= 1.0
     assert loss.preprocess({'x': 1}) == {'x': 1}
-    assert loss.report({}) == {}
+    assert loss.report({}, None) == {}
 
 
 def test_accuracy_is_fraction_of_rows_picking_themselves():
@@ -188,7 +185,7 @@ def test_accuracy_is_fraction_of_rows_picking_themselves():
     batch, steps, size = 4, 3, 3
     s = np.repeat(np.arange(batch, dtype=np.float64)[:, None, None] * 10.0, steps, 1)
     s = np.repeat(s, size, 2)
-    loss = tpc_loss_mod.TPCLoss(make_config(), wm=None)
+    loss = tpc_loss_mod.TPCLoss(make_config(), (64, 64, 3))
     post, prior = states(s, s, np.full(s.shape, 0.5))
     _, metrics = loss({}, None, post, prior, None)
     assert metrics['tpc_acc'].numpy() == 1.0 and metrics['spc_acc'].numpy() == 1.0
@@ -202,10 +199,10 @@ def test_module_under_tf_function_and_float16_matches_pure_functions():
     config = make_config(perturb_csc=True)
     s, prior_mean, prior_std, _ = random_inputs((4, 5, 3), seed=5)
     post, prior = states(s, prior_mean, prior_std, dtype=tf.float16)
-    loss = tpc_loss_mod.TPCLoss(config, wm=None)
+    loss = tpc_loss_mod.TPCLoss(config, (64, 64, 3))
     losses, _ = tf.function(lambda p, q: loss({}, None, p, q, None))(post, prior)
     # A fresh module with the same seed draws the same single noise tensor.
-    noise = tpc_loss_mod.TPCLoss(config, wm=None)._draw_noise(tf.zeros(s.shape))
+    noise = tpc_loss_mod.TPCLoss(config, (64, 64, 3))._draw_noise(tf.zeros(s.shape))
     args = [tf.cast(v, tf.float32) for v in (post['mean'], prior['mean'], prior['std'])]
     want = {
         'tpc': tpc_loss_mod.tpc_loss(*args, NOISE_STD, True, 1, noise),
@@ -224,7 +221,7 @@ def test_same_seed_same_losses_other_seed_other_noise():
     def spc(seed):
         config = make_config()
         config.seed = seed
-        return tpc_loss_mod.TPCLoss(config, wm=None)({}, None, post, prior, None)[0]['spc']
+        return tpc_loss_mod.TPCLoss(config, (64, 64, 3))({}, None, post, prior, None)[0]['spc']
 
     assert spc(0).numpy() == spc(0).numpy()
     assert spc(0).numpy() != spc(1).numpy()
@@ -233,7 +230,7 @@ def test_same_seed_same_losses_other_seed_other_noise():
 @pytest.mark.parametrize('discrete', [32, True])
 def test_discrete_latents_are_a_clear_error(discrete):
     with pytest.raises(ValueError, match=r'continuous latents.*--rssm\.discrete False'):
-        tpc_loss_mod.TPCLoss(make_config(discrete=discrete), wm=None)
+        tpc_loss_mod.TPCLoss(make_config(discrete=discrete), (64, 64, 3))
 
 
 @pytest.mark.parametrize(
@@ -241,7 +238,7 @@ def test_discrete_latents_are_a_clear_error(discrete):
 )
 def test_posterior_options_are_checked(key, value):
     with pytest.raises(ValueError, match=rf'config\.rssm\.{key} must be'):
-        tpc_loss_mod.TPCLoss(make_config(**{key: value}), wm=None)
+        tpc_loss_mod.TPCLoss(make_config(**{key: value}), (64, 64, 3))
 
 
 def test_bad_shapes_and_short_sequences_are_named():

@@ -1,14 +1,33 @@
 """The tiny model the tests build: the same algorithms with a few units per layer."""
 
+from dreamer_core import build, registry
+
 TINY_MODEL = (
     '--rssm.hidden 16 --rssm.deter 16 --rssm.stoch 4 --encoder.depth 2 '
     '--reward_head.units 16 --reward_head.layers 1 --actor.units 16 --actor.layers 1 '
     '--critic.units 16 --critic.layers 1 --imag_horizon 3'
 ).split()
 
-# What each variant adds: Dreamer's decoder, DreamerPro's prototypes.
+# What each variant adds (by registry name): Dreamer's decoder, DreamerPro's prototypes.
 VARIANT_MODEL = {
-    'Dreamer': '--decoder.depth 2'.split(),
-    'DreamerPro': '--rssm.num_prototypes 12 --rssm.proto 6'.split(),
-    'TPC': [],
+    'dreamer': '--decoder.depth 2'.split(),
+    'dreamerpro': '--rssm.num_prototypes 12 --rssm.proto 6'.split(),
+    'tpc': [],
 }
+
+
+def variant_model(variant):
+    """The tiny-model flags of a variant given by registry name or folder ('DreamerPro')."""
+    return VARIANT_MODEL.get(registry.get(variant).name, [])
+
+
+def tiny_agent(
+    variant, flags=(), act_dim=6, blocks=(), obs_shape=(64, 64, 3), discrete=False, base=None
+):
+    """(agent, config) of `variant`, tiny, float32: its published standard-DMC blocks (or the
+    blocks `base`) followed by `blocks`."""
+    variant = registry.get(variant)
+    base = variant.standard if base is None else base
+    argv = ['--configs', *base, *blocks, '--precision', '32']
+    config = build.load_config(variant, argv + TINY_MODEL + variant_model(variant) + list(flags))
+    return build.build_agent(variant, config, obs_shape, act_dim, discrete), config

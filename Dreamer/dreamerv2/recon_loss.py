@@ -3,30 +3,20 @@
 import tensorflow as tf
 
 from dreamer_core import nets
+from dreamer_core.variant import RepresentationLoss
 
 
-class ReconLoss(tf.Module):
-    """Registers the image decoder as a world-model head; the core adds its log-likelihood."""
+class ReconLoss(RepresentationLoss):
+    """Declares the image decoder as a world-model head; the core adds its log-likelihood."""
 
-    terms = ()
+    def __init__(self, config, obs_shape):
+        super().__init__(config, obs_shape, name='recon')
 
-    def __init__(self, config, wm):
-        super().__init__(name='recon')
-        self._wm = wm
-        wm.heads['image'] = nets.ConvDecoder(wm.obs_shape, **config.decoder)
+    def make_heads(self, config):
+        return {'image': nets.ConvDecoder(self.obs_shape, **config.decoder)}
 
-    def preprocess(self, data):
-        return data
-
-    def __call__(self, data, embed, post, prior, feat):
-        return {}, {}
-
-    def after_update(self):
-        pass
-
-    def report(self, data):
+    def report(self, data, wm):
         """Open-loop prediction: observe 5 frames of 6 sequences, imagine the rest."""
-        wm = self._wm
         truth = tf.cast(data['image'][:6], tf.float32) + 0.5
         embed = wm.encoder({'image': data['image'][:6, :5]})
         states, _ = wm.rssm.observe(embed, data['action'][:6, :5])

@@ -3,10 +3,9 @@
 import pathlib
 import sys
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # the repository root, for dreamer_core
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root
 
 from dreamer_core import train  # noqa: E402
 
 if __name__ == '__main__':
-    sys.exit(train.main(sys.argv[1:], HERE, 'recon_loss:ReconLoss', 'dreamer'))
+    sys.exit(train.main(sys.argv[1:], 'dreamer'))

@@ -1,6 +1,6 @@
 """DreamerPro's representation loss: prototypes, SwAV and a temporal assignment loss.
 
-SPEC.md section 4. The world model hands this module the augmented batch, its embedding and
+Deng, Jang and Ahn, "DreamerPro", ICML 2022 (arXiv 2110.14565). The world model hands this module the augmented batch, its embedding and
 posterior features; it returns the unweighted terms `swav`, `temp` and `norm`.
 
 Layouts: Sinkhorn works on scores [K, N] (prototypes x samples); every loss function takes
@@ -8,9 +8,11 @@ log-probabilities and targets as [N, K] (samples x prototypes), summing over K a
 over N.
 """
 
-import dreamer_core  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tf_keras as keras
+
+from dreamer_core.config import ConfigError
+from dreamer_core.variant import RepresentationLoss
 
 
 def sinkhorn(scores, eps, iters):
@@ -126,22 +128,21 @@ def _check_sequence(name, x, batch, time):
             )
 
 
-class _Box:
-    """A reference tf.Module traversal and checkpoint tracking do not follow."""
-
-    __slots__ = ('value',)
-
-    def __init__(self, value):
-        self.value = value
-
-
-class ProtoLoss(tf.Module):
+class ProtoLoss(RepresentationLoss):
     """Prototype representation loss plus the EMA target encoder it needs."""
 
-    terms = ('swav', 'temp', 'norm')  # The world model checks these against config.loss_scales.
+    terms = ('swav', 'temp', 'norm')
+    rssm_keys = (
+        'warm_up',
+        'num_prototypes',
+        'proto',
+        'temperature',
+        'sinkhorn_eps',
+        'sinkhorn_iters',
+    )
 
-    def __init__(self, config, wm, make_encoder=None):
-        super().__init__(name='proto_loss')
+    def __init__(self, config, obs_shape, make_encoder=None):
+        super().__init__(config, obs_shape, name='proto_loss')
         rssm = config.rssm
         self._num = int(rssm.num_prototypes)
         self._temperature = float(rssm.temperature)
@@ -154,13 +155,10 @@ class ProtoLoss(tf.Module):
         self._ema_every = int(config.ema_update_every)
         self._ema_fraction = float(config.ema_update_fraction)
         if self._ema_every < 1 or not 0.0 < self._ema_fraction <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f'ProtoLoss: need ema_update_every >= 1 and 0 < ema_update_fraction <= 1, got '
                 f'{self._ema_every} and {self._ema_fraction}'
             )
-        # Held in a plain box so the world model (and its encoder) stays out of this module's variable
-        # lists: the optimizer collects this module too, so an attribute would list them twice.
-        self._wm = _Box(wm)
         seed = int(config.seed)
         init = tf.random.stateless_normal([self._num, int(rssm.proto)], seed=[seed, 0])
         self.prototypes = tf.Variable(init, name='prototypes')
@@ -199,7 +197,7 @@ class ProtoLoss(tf.Module):
                 f'ProtoLoss: the batch must hold two views (2B), got {batch} sequences'
             )
         if time is not None and time <= self._warm_up:
-            raise ValueError(
+            raise ConfigError(
                 f'ProtoLoss: sequence length T={time} must exceed warm_up={self._warm_up}'
             )
         protos, frozen = self._prototypes()
@@ -218,9 +216,9 @@ class ProtoLoss(tf.Module):
         }
         return losses, self._metrics(logp, q, obs_norm, feat_norm, frozen)
 
-    def after_update(self):
+    def after_update(self, encoder):
         """EMA step for the target encoder and projection; the first call copies."""
-        pairs = self._ema_pairs()
+        pairs = self._ema_pairs(encoder)
         step = self._updates
         mix = tf.where(step == 0, 1.0, self._ema_fraction)
         # Off-schedule updates use mix 0, which leaves the EMA weights exactly as they are.
@@ -229,10 +227,6 @@ class ProtoLoss(tf.Module):
             m = tf.cast(mix, ema.dtype)
             ema.assign(m * tf.cast(online, ema.dtype) + (1 - m) * ema)
         self._updates.assign_add(1)
-
-    def report(self, data):
-        del data
-        return {}
 
     @property
     def updates(self):
@@ -268,9 +262,8 @@ class ProtoLoss(tf.Module):
         views = tf.split(scores, 2, 0)
         return [tf.transpose(sinkhorn(tf.transpose(s), self._eps, self._iters)) for s in views]
 
-    def _ema_pairs(self):
-        wm = self._wm.value
-        online = list(wm.encoder.variables) + list(self.obs_proj.variables)
+    def _ema_pairs(self, encoder):
+        online = list(encoder.variables) + list(self.obs_proj.variables)
         ema = list(self._ema_encoder.variables) + list(self._ema_obs_proj.variables)
         if not ema or len(online) != len(ema):
             raise RuntimeError(

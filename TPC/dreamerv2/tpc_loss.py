@@ -1,4 +1,7 @@
-"""TPC's representation loss: temporal, consistency and self predictive coding (SPEC section 5).
+"""TPC's representation loss: temporal, consistency and self predictive coding.
+
+Nguyen et al., "Temporal Predictive Coding for Model-Based Planning in Latent Space", ICML
+2021 (arXiv 2106.07156).
 
 With s the posterior mean and s~ = s + perturb_std * eps, eps ~ N(0, I):
   tpc: the prior of sequence b at time t must pick s~[b, t] out of the batch (B-way
@@ -15,8 +18,10 @@ step scores sample b against all B' candidates and its label is b.
 
 import math
 
-import dreamer_core  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
+
+from dreamer_core.config import ConfigError
+from dreamer_core.variant import RepresentationLoss
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # Salt for the perturbation stream: a generator seeded with the bare config.seed elsewhere
@@ -114,20 +119,21 @@ def _check_states(warm_up, post_mean, **others):
         raise ValueError(f'warm_up must be a non-negative int, got {warm_up!r}.')
     steps = shape[1]
     if steps is not None and steps <= warm_up:
-        raise ValueError(
+        raise ConfigError(
             f'Sequence length T = {steps} leaves no step after warm_up = '
             f'{warm_up}; use a longer dataset.length.'
         )
 
 
-class TPCLoss(tf.Module):
+class TPCLoss(RepresentationLoss):
     """The TPC variant's loss terms, in the interface the shared world model calls."""
 
     terms = ('tpc', 'csc', 'spc')
+    uses_kl = False  # TPC replaces the KL term by its contrastive terms.
+    rssm_keys = ('warm_up', 'perturb_std', 'perturb_tpc', 'perturb_csc', 'perturb_spc')
 
-    def __init__(self, config, wm):
-        super().__init__(name='tpc_loss')
-        del wm  # TPC needs nothing from the world model beyond what __call__ receives.
+    def __init__(self, config, obs_shape):
+        super().__init__(config, obs_shape, name='tpc_loss')
         rssm = config.rssm
         _check_config(rssm)
         self._warm_up = int(_option(rssm, 'warm_up'))
@@ -136,9 +142,6 @@ class TPCLoss(tf.Module):
             name: bool(_option(rssm, f'perturb_{name}')) for name in ('tpc', 'csc', 'spc')
         }
         self._rng = tf.random.Generator.from_seed([int(config.seed), _NOISE_STREAM])
-
-    def preprocess(self, data):
-        return data
 
     def __call__(self, data, embed, post, prior, feat):
         del data, embed, feat  # The loss lives entirely in the latent space.
@@ -154,12 +157,6 @@ class TPCLoss(tf.Module):
         metrics = {'tpc_acc': tpc_acc, 'spc_acc': spc_acc, 'prior_std': tf.reduce_mean(prior_std)}
         return losses, metrics
 
-    def after_update(self):
-        pass
-
-    def report(self, data):
-        return {}
-
     def _draw_noise(self, post_mean):
         # One draw for every perturbed term; none at all when nothing is perturbed.
         if not any(self._perturb.values()):
@@ -170,7 +167,7 @@ class TPCLoss(tf.Module):
 def _check_config(rssm):
     discrete = _option(rssm, 'discrete')
     if discrete:
-        raise ValueError(
+        raise ConfigError(
             f'TPC uses continuous latents but config.rssm.discrete = {discrete!r}; '
             'set `--rssm.discrete False` (the dmc block does).'
         )
@@ -178,33 +175,33 @@ def _check_config(rssm):
     for key, value in expected.items():
         got = _option(rssm, key)
         if got != value:
-            raise ValueError(
+            raise ConfigError(
                 f"TPC computes the posterior from the embedding alone with std = sg(prior std): "
                 f"config.rssm.{key} must be {value!r}, got {got!r}; set it in the rssm "
                 f"block of TPC/dreamerv2/configs.yaml."
             )
     if not float(_option(rssm, 'perturb_std')) > 0:
-        raise ValueError(
+        raise ConfigError(
             'config.rssm.perturb_std must be > 0: it is also the std of the '
             f"SPC likelihood; got {_option(rssm, 'perturb_std')!r}."
         )
     warm_up = _option(rssm, 'warm_up')
     if isinstance(warm_up, bool) or int(warm_up) != warm_up or warm_up < 0:
-        raise ValueError(f'config.rssm.warm_up must be a non-negative int, got {warm_up!r}.')
+        raise ConfigError(f'config.rssm.warm_up must be a non-negative int, got {warm_up!r}.')
 
 
 def _option(rssm, key):
     try:
         return getattr(rssm, key)
     except (AttributeError, KeyError):
-        raise ValueError(
+        raise ConfigError(
             f'TPC needs config.rssm.{key}; add it to the rssm block of TPC/dreamerv2/configs.yaml.'
         ) from None
 
 
 def _state(state, key, name):
     if key not in state:
-        raise ValueError(
+        raise ConfigError(
             f"TPC needs continuous RSSM states: {name} has no '{key}' "
             f'(keys: {sorted(state)}); set `--rssm.discrete False`.'
         )

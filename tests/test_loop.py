@@ -1,0 +1,122 @@
+"""The training loop's state on fake envs and a fake agent: one step counter, pretraining count,
+evaluation returns, the final evaluation, frames everywhere."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dreamer_core import build
+from dreamer_core.logger import Logger
+from dreamer_core.replay import Replay
+from dreamer_core.train import Loop
+from tests.fakes import FakeEnv
+
+LENGTH, ACT, REPEAT = 10, 2, 2  # 10-step episodes of 20 frames
+
+
+class FakeAgent:
+    """Counts updates, remembers the step it saw at each one, acts with zeros."""
+
+    def __init__(self):
+        import tensorflow as tf
+
+        self.step = tf.Variable(0, dtype=tf.int64)
+        self.update_steps, self.saved, self.loaded = [], 0, 0
+
+    def train(self, data):
+        assert data['image'].shape[1] == 4
+        self.update_steps.append(int(self.step.numpy()))
+        return {'model_loss': np.float32(1.0)}
+
+    def report(self, data):
+        return {}
+
+    def policy(self, obs, state=None, mode='train'):
+        return {'action': np.zeros((len(obs['image']), ACT), np.float32)}, state
+
+    def save(self, path):
+        path.write_bytes(b'fake')
+        self.saved += 1
+
+    def load(self, path):
+        self.loaded += 1
+
+
+def make_loop(tmp_path, steps=100):
+    argv = ['--configs', 'defaults', 'dmc', '--action_repeat', str(REPEAT), '--train_every', '2']
+    argv += ['--dataset.batch', '2', '--dataset.length', '4', '--prefill', '40', '--eval_eps', '2']
+    argv += ['--steps', str(steps), '--eval_every', '60', '--log_every', '20', '--pretrain', '3']
+    config = build.load_config('dreamer', argv)
+    logdir = tmp_path / 'run'
+    logdir.mkdir(exist_ok=True)
+    shapes = {'image': (64, 64, 3)}
+    replays = [Replay(logdir / f'{m}_replay', 10**6, 0, shapes) for m in ('train', 'eval')]
+    envs = [[FakeEnv(LENGTH, ACT, seed=i)] for i in range(2)]
+    logger = Logger(logdir, multiplier=REPEAT, outputs=('jsonl',))
+    return Loop(config, logdir, logger, *replays, *envs), logger
+
+
+def run(loop, logger):
+    agent = FakeAgent()
+    loop.prefill(FakeEnv(LENGTH, ACT).act_space)
+    loop.start(agent)
+    loop.train()
+    logger.close()
+    return agent
+
+
+def evaluations(loop):
+    path = loop.logdir / 'eval_returns.jsonl'
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_one_counter_in_frames_pretrain_and_final_evaluation(tmp_path, capsys):
+    loop, logger = make_loop(tmp_path)
+    agent = run(loop, logger)
+    # Prefill 40 frames = 20 steps; training to 100 frames = 50 steps.
+    assert loop.step == 50 and loop.frames == 100 and int(agent.step.numpy()) == 50
+    # The update that builds the agent, then `pretrain` (3) more, all at the prefill step.
+    assert agent.update_steps[:4] == [20, 20, 20, 20]
+    # Then one update every train_every (2) steps from the first training step, at the step
+    # the agent was told.
+    assert agent.update_steps[4:] == list(range(21, 51, 2))
+    # Evaluations at the start of each eval_every chunk and at the final frame.
+    assert [e['step'] for e in evaluations(loop)] == [40, 100]
+    assert all(len(e['returns']) == 2 for e in evaluations(loop))
+    out = capsys.readouterr().out
+    assert 'Finished 100 frames.' in out and 'Final evaluation.' in out
+    rows = [json.loads(line) for line in (loop.logdir / 'metrics.jsonl').read_text().splitlines()]
+    assert {row['step'] for row in rows} <= set(range(0, 101, 2))  # frames, never steps
+
+
+def test_evaluate_returns_the_returns_of_its_own_episodes(tmp_path):
+    loop, logger = make_loop(tmp_path)
+    loop.prefill(FakeEnv(LENGTH, ACT).act_space)
+    loop.start(FakeAgent())
+    returns = loop.evaluate()
+    # FakeEnv pays 0.1 * step index for a zero action: 0.1 * (1 + ... + 10) per episode.
+    np.testing.assert_allclose(returns, [5.5, 5.5])
+    again = loop.evaluate()
+    assert len(again) == 2  # nothing carried over from the first call
+    logger.close()
+
+
+def test_finished_run_resumed_does_not_evaluate_the_same_frame_twice(tmp_path):
+    loop, logger = make_loop(tmp_path)
+    run(loop, logger)
+    loop, logger = make_loop(tmp_path)
+    agent = run(loop, logger)
+    assert agent.loaded == 1 and len(agent.update_steps) == 1  # resumed: no pretraining
+    assert [e['step'] for e in evaluations(loop)] == [40, 100]
+
+
+@pytest.mark.parametrize('steps', [100, 140])
+def test_longer_resume_continues_from_the_recorded_step(tmp_path, steps):
+    loop, logger = make_loop(tmp_path)
+    run(loop, logger)
+    loop, logger = make_loop(tmp_path, steps)
+    assert loop.step == 50  # from the replay on disk
+    run(loop, logger)
+    assert loop.frames == steps
+    assert evaluations(loop)[-1]['step'] == steps
