@@ -160,16 +160,21 @@ def test_kl_balance_half_is_plain_kl(name, make_states, discrete):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize('name,make_states,discrete', LATENTS)
-@pytest.mark.parametrize('balance', [0.5, 0.8])
-def test_kl_free_nats_average_versus_elementwise(name, make_states, discrete, balance):
-    rssm = rssm_for(discrete)
-    post, prior = make_states(3)
-    kl = plain_kl(rssm, post, prior).numpy()
+def free_between_min_and_mean(kl):
     # A threshold between the smallest element and the mean: clipping per element raises the
     # average, clipping the average does not, so the two modes must differ.
     free = float(0.5 * (kl.min() + kl.mean()))
     assert kl.min() < free < kl.mean()
+    return free
+
+
+@pytest.mark.parametrize('name,make_states,discrete', LATENTS)
+def test_kl_free_nats_average_versus_elementwise(name, make_states, discrete):
+    rssm = rssm_for(discrete)
+    post, prior = make_states(3)
+    kl = plain_kl(rssm, post, prior).numpy()
+    free = free_between_min_and_mean(kl)
+    balance = 0.8
     avg, _ = rssm.kl_loss(post, prior, forward=False, balance=balance, free=free, free_avg=True)
     each, _ = rssm.kl_loss(post, prior, forward=False, balance=balance, free=free, free_avg=False)
     np.testing.assert_allclose(avg.numpy(), max(kl.mean(), free), rtol=1e-5)
@@ -179,6 +184,19 @@ def test_kl_free_nats_average_versus_elementwise(name, make_states, discrete, ba
     high = float(kl.mean() + 1.0)
     clamped, _ = rssm.kl_loss(post, prior, forward=False, balance=balance, free=high, free_avg=True)
     np.testing.assert_allclose(clamped.numpy(), high, rtol=1e-6)
+
+
+@pytest.mark.parametrize('name,make_states,discrete', LATENTS)
+@pytest.mark.parametrize('free_avg', [True, False])
+def test_kl_balance_half_ignores_free_avg(name, make_states, discrete, free_avg):
+    # The original's balance == 0.5 branch always clips per element before the mean.
+    rssm = rssm_for(discrete)
+    post, prior = make_states(3)
+    kl = plain_kl(rssm, post, prior).numpy()
+    free = free_between_min_and_mean(kl)
+    loss, _ = rssm.kl_loss(post, prior, forward=False, balance=0.5, free=free, free_avg=free_avg)
+    np.testing.assert_allclose(loss.numpy(), np.maximum(kl, free).mean(), rtol=1e-5)
+    assert loss.numpy() > max(kl.mean(), free) + 1e-3
 
 
 @pytest.mark.parametrize(
