@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 import dreamer_core  # noqa: F401
+import tensorflow as tf
+import tensorflow_probability as tfp
 import tf_keras as keras
 
 from tests.tiny import TINY_MODEL, VARIANT_MODEL
@@ -15,6 +17,7 @@ TINY = [
     *'--dataset.batch 3 --dataset.length 6'.split(),
 ]
 ACT = 6
+tfd = tfp.distributions
 
 
 def tiny_agent(variant, *flags):
@@ -88,3 +91,24 @@ def test_checkpoint_includes_the_exploration_optimizers(tmp_path):
     fresh.load(tmp_path / 'variables.npz')
     for (name, a), (_, b) in zip(agent.checkpoint_variables(), fresh.checkpoint_variables()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+class ConstantActor:
+    """Stands in for the exploration behaviour: every action is 0.5, so its use is visible."""
+
+    def actor(self, feat):
+        return tfd.Deterministic(tf.fill([tf.shape(feat)[0], ACT], 0.5))
+
+
+@pytest.mark.parametrize(
+    'expl_until,step,explores',
+    [('0', 0, True), ('0', 10**6, True), ('100', 0, True), ('100', 10**6, False)],
+)
+def test_expl_until_zero_explores_for_the_whole_run(expl_until, step, explores):
+    # The original's Until(0) is always true: 0 means "no end", not "never".
+    flags = ['--expl_behavior', 'random', '--expl_until', expl_until, '--expl_noise', '0']
+    agent, _ = tiny_agent('Dreamer', *flags)
+    agent._expl_behavior = ConstantActor()
+    agent.step.assign(step)
+    out, _ = agent.policy(policy_obs(), mode='train')
+    assert np.all(out['action'] == 0.5) == explores
