@@ -112,3 +112,19 @@ def test_expl_until_zero_explores_for_the_whole_run(expl_until, step, explores):
     agent.step.assign(step)
     out, _ = agent.policy(policy_obs(), mode='train')
     assert np.all(out['action'] == 0.5) == explores
+
+
+def test_plan2explore_disagreement_uses_the_predicted_means():
+    # With a binary expl_head the mean (a probability) and the mode (0 or 1) differ; the
+    # original's disagreement is the ensemble std of the means, averaged over the target.
+    flags = '--expl_behavior plan2explore --expl_head.dist binary --disag_log False'.split()
+    agent, config = tiny_agent('Dreamer', *flags)
+    behavior = agent._expl_behavior
+    rng = np.random.default_rng(3)
+    feat = tf.constant(rng.normal(size=(5, 4, 16 + 4)).astype(np.float32))
+    action = tf.constant(rng.uniform(-1, 1, (5, 4, ACT)).astype(np.float32))
+    reward = behavior._intr_reward(feat, None, action).numpy()
+    inputs = tf.concat([feat, action], -1)
+    logits = np.stack([head(inputs).distribution.logits.numpy() for head in behavior._networks])
+    probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    np.testing.assert_allclose(reward, probs.std(0).mean(-1), rtol=1e-4)
