@@ -457,3 +457,18 @@ def test_committed_clip_list_is_the_original_test_split():
     assert {row['label'] for row in rows} == {'driving car'}
     assert all(dv.YOUTUBE_ID.fullmatch(row['youtube_id']) for row in rows)
     assert len({row['youtube_id'] for row in rows}) == 78
+
+
+@pytest.mark.parametrize(
+    'formats,seconds',
+    [([{'fps': 30}, {'fps': 25}, {'fps': None}], 43), ([{'fps': 60}], 20), ([{}], 45)],
+)
+def test_fetch_range_covers_1000_frames_at_the_lowest_frame_rate(formats, seconds):
+    # ceil(1000 / fps) + 3 s of margin; 24 fps when YouTube gives none.
+    ranges = dv.first_frames_range({'formats': formats})
+    assert ranges == [{'start_time': 0, 'end_time': seconds}]
+
+
+def test_verify_without_a_manifest_says_what_to_do(tmp_path, capsys):
+    assert dv.main(['--out', str(tmp_path), '--verify']) == 1
+    assert 'run download_videos.py first or pass --verify PATH' in capsys.readouterr().err
