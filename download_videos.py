@@ -1,31 +1,45 @@
-"""Fetch Kinetics-400 clips of one label as natural-video backgrounds for the `nat_` tasks.
+"""Fetch Kinetics-400 videos of one label as natural-video backgrounds for the `nat_` tasks.
 
     python download_videos.py            # "driving car" -> kinetics400/videos/{train,test}
+    python download_videos.py --verify   # are the videos here the ones manifest.json lists?
 
-Annotations are the official Kinetics-400 CSVs (label, youtube_id, time_start, time_end, split)
-from the DeepMind archive ANNOTATIONS_URL (cached in <out>/annotations), or `--annotations DIR`
-holding train.csv, validate.csv and test.csv. Our `train` split is train.csv. Our `test` split is
-test.csv when it carries labels, else validate.csv: the original DreamerPro used Kinetics train
-clips for training backgrounds and test clips for evaluation, and validate.csv is the labelled
-held-out set closest to that when test.csv has no labels.
+Which videos: the test split of "driving car" is the 78 clips the original DreamerPro used,
+committed in kinetics400/driving_car.csv (label, youtube_id, time_start, time_end, split). Every
+other split and label comes from the official Kinetics-400 CSVs, from the DeepMind archive
+ANNOTATIONS_URL (cached in <out>/annotations) or `--annotations DIR` holding train.csv,
+validate.csv and test.csv: our `train` split is train.csv, our `test` split test.csv when it
+carries labels, else validate.csv. A row whose YouTube id is not 11 characters of
+[A-Za-z0-9_-] is reported and skipped, so file names never leave the output folder.
 
-Each clip is downloaded with yt-dlp (360p mp4 preferred), cut to [time_start, time_end], and saved
-as `{youtube_id}_{start:06d}_{end:06d}.mp4`. Runs are resumable: a clip already present and
-readable is skipped, downloads land under a temporary name (`*.download`, never a video
-extension) and are renamed only when complete and readable. `--from-dir DIR` imports videos you
-already have instead of downloading. Many Kinetics videos are gone from YouTube: every failure
-is listed with its reason in the summary and in <out>/report.json. Exit code 0 when every
-requested split ends with at least one video, else 1 (also when the run could not start:
-missing yt-dlp, annotations or label).
+What is kept: by default (`--clip start`) each video from its start, as the original (which
+downloaded whole videos and played their first 1000 frames): yt-dlp fetches the first
+ceil(1000 / fps) + 3 seconds without re-encoding, and the file is cut to its first 1000 frames
+when a stream copy keeps them exact; saved as `{youtube_id}.mp4`. `--clip annotated` keeps only
+the annotated 10 seconds (re-encoded at the cuts), saved as
+`{youtube_id}_{start:06d}_{end:06d}.mp4`.
+
+Runs are resumable: a video already present and readable is skipped, downloads land under a
+temporary name (`*.download`, never a video extension) and are renamed only when complete and
+readable. `--from-dir DIR` imports videos you already have instead of downloading. Many
+Kinetics videos are gone from YouTube: every failure is listed with its reason in the summary
+and in <out>/report.json. <out>/manifest.json lists every video present (id, split, frames,
+fps, size, and a SHA-256 of the decoded frames the env reads) and the resolved clip lists;
+`--verify [MANIFEST]` decodes the folder again and reports missing, changed and extra videos.
+Exit code 0 when every requested split ends with at least one video (with --verify: when the
+folder matches), else 1 (also when the run could not start: missing yt-dlp, annotations or
+label).
 """
 
 import argparse
 import csv
 import difflib
 import json
+import math
 import os
 import pathlib
+import re
 import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -35,10 +49,21 @@ import urllib.request
 import imageio.v3 as iio
 
 from dreamer_core import fileio
-from dreamer_core.backgrounds import VIDEO_EXTENSIONS, describe_error
+from dreamer_core.backgrounds import (
+    MAX_FRAMES,
+    VIDEO_EXTENSIONS,
+    describe_error,
+    frames_fingerprint,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / 'kinetics400' / 'videos'
+CLIP_LIST = ROOT / 'kinetics400' / 'driving_car.csv'  # the original's test clips
+MANIFEST = 'manifest.json'
+SPLITS = ('train', 'test')
+YOUTUBE_ID = re.compile(r'[A-Za-z0-9_-]{11}')
+FETCH_MARGIN_SECONDS = 3  # fetched beyond the 1000th frame, cut off again afterwards
+ASSUMED_FPS = 24  # when YouTube does not say; Kinetics videos run at 24-30 fps
 ANNOTATIONS_URL = 'https://storage.googleapis.com/deepmind-media/Datasets/kinetics400.tar.gz'
 ANNOTATION_FILES = ('train.csv', 'validate.csv', 'test.csv')
 COLUMNS = ('label', 'youtube_id', 'time_start', 'time_end')
@@ -70,15 +95,28 @@ class PermanentDownloadError(RuntimeError):
 
 
 class Clip(typing.NamedTuple):
-    """One annotation row: a [start, end] second range of a YouTube video."""
+    """One annotation row: a YouTube video, its annotated [start, end] seconds, and whether we
+    keep the video from its start (the original's frames) or only the annotated range."""
 
     youtube_id: str
     start: int
     end: int
+    from_start: bool = True
 
     @property
     def stem(self):
+        if self.from_start:
+            return self.youtube_id
         return f'{self.youtube_id}_{self.start:06d}_{self.end:06d}'
+
+    def row(self, label, split):
+        return {
+            'label': label,
+            'youtube_id': self.youtube_id,
+            'time_start': self.start,
+            'time_end': self.end,
+            'split': split,
+        }
 
 
 def parse_args(argv):
@@ -88,6 +126,23 @@ def parse_args(argv):
     )
     parser.add_argument('--label', default='driving car', help='Kinetics-400 label to fetch.')
     parser.add_argument('--split', choices=('train', 'test', 'both'), default='both')
+    parser.add_argument(
+        '--clip',
+        choices=('start', 'annotated'),
+        default='start',
+        help='start: each video from its start, its first 1000 frames (what the original '
+        'played); annotated: only the annotated 10 seconds.',
+    )
+    parser.add_argument(
+        '--verify',
+        nargs='?',
+        type=pathlib.Path,
+        const=True,
+        default=None,
+        metavar='MANIFEST',
+        help='Download nothing: check the videos in --out against MANIFEST (default '
+        '<out>/manifest.json) and report missing, changed and extra videos.',
+    )
     parser.add_argument(
         '--max',
         type=int,
@@ -170,28 +225,56 @@ def split_source(annotations, split):
     return annotations / 'validate.csv'
 
 
-def select_clips(source, label):
-    """Clips of `label` in a CSV, in file order, without duplicates."""
+def same_label(row, label):
+    return (row.get('label') or '').strip().lower() == label.strip().lower()
+
+
+def parse_clip(row, from_start):
+    """A Clip from an annotation row; ValueError naming the problem for a bad row."""
+    video_id = (row.get('youtube_id') or '').strip()
+    if not YOUTUBE_ID.fullmatch(video_id):
+        raise ValueError(f'youtube_id {video_id!r} is not 11 characters of [A-Za-z0-9_-]')
+    try:
+        start, end = int(float(row['time_start'])), int(float(row['time_end']))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f'time_start/time_end {row.get("time_start")!r}/{row.get("time_end")!r} are not numbers'
+        ) from None
+    return Clip(video_id, start, end, from_start)
+
+
+def select_clips(source, label, from_start=True, split=None):
+    """(clips, bad rows) of `label` (and `split`, if given) in a CSV, in file order, without
+    duplicates; a bad row is described as 'file line N: reason' and left out."""
     rows = read_annotations(source)
-    wanted = label.strip().lower()
-    clips, seen = [], set()
-    for row in rows:
-        if (row.get('label') or '').strip().lower() != wanted:
+    clips, bad, seen = [], [], set()
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        if not same_label(row, label) or split not in (None, (row.get('split') or '').strip()):
             continue
-        clip = Clip(
-            row['youtube_id'].strip(), int(float(row['time_start'])), int(float(row['time_end']))
-        )
+        try:
+            clip = parse_clip(row, from_start)
+        except ValueError as error:
+            bad.append(f'{source.name} line {line}: {error}')
+            continue
         if clip.stem not in seen:
             seen.add(clip.stem)
             clips.append(clip)
-    if not clips:
+    if not clips and not bad:
         labels = sorted({(row.get('label') or '').strip() for row in rows} - {''})
         close = difflib.get_close_matches(label, labels, n=3)
         raise SetupError(
             f'No rows with label "{label}" in {source}'
             + (f'; close labels: {close}.' if close else '.')
         )
-    return clips
+    return clips, bad
+
+
+def committed_split(label, split):
+    """True if the committed clip list holds rows of this label and split (the original's)."""
+    if not CLIP_LIST.exists():
+        return False
+    rows = read_annotations(CLIP_LIST)
+    return any(same_label(r, label) and (r.get('split') or '').strip() == split for r in rows)
 
 
 def write_atomic(path, data):
@@ -302,8 +385,17 @@ def with_retries(action, retries, backoff, sleep=time.sleep):
             sleep(backoff * 2**attempt)
 
 
+def first_frames_range(info, ydl=None):
+    """yt-dlp download_ranges callback: from 0 s to enough seconds for MAX_FRAMES frames at the
+    lowest frame rate among the video's formats, plus a margin."""
+    rates = [f.get('fps') for f in info.get('formats') or () if f.get('fps')]
+    fps = min(rates) if rates else (info.get('fps') or ASSUMED_FPS)
+    return [{'start_time': 0, 'end_time': math.ceil(MAX_FRAMES / fps) + FETCH_MARGIN_SECONDS}]
+
+
 def make_ytdlp_downloader():
-    """The default downloader: yt-dlp, 360p mp4 preferred, cut to the clip's seconds."""
+    """The default downloader: yt-dlp, 360p mp4 preferred; end None: the video's first
+    MAX_FRAMES frames by stream copy, else cut to the clip's seconds."""
     try:
         import yt_dlp
     except ImportError as error:
@@ -314,8 +406,8 @@ def make_ytdlp_downloader():
     range_func = getattr(getattr(yt_dlp, 'utils', None), 'download_range_func', None)
     if range_func is None:
         print(
-            'This yt-dlp cannot cut clips (no download_ranges): whole videos are kept. '
-            '`pip install -U yt-dlp` to cut them to the annotated seconds.',
+            'This yt-dlp has no download_ranges: whole videos are fetched (--clip annotated '
+            'keeps them whole). `pip install -U yt-dlp` to fetch only what is kept.',
             flush=True,
         )
     ffmpeg = shutil.which('ffmpeg') or _bundled_ffmpeg()
@@ -333,7 +425,9 @@ def make_ytdlp_downloader():
         }
         if ffmpeg:
             options['ffmpeg_location'] = ffmpeg
-        if range_func is not None:
+        if end is None:  # a cut at 0 s needs no re-encoding: the frames stay the original's
+            options['download_ranges'] = first_frames_range
+        elif range_func is not None:
             options['download_ranges'] = range_func(None, [(start, end)])
             options['force_keyframes_at_cuts'] = True
         try:
@@ -424,18 +518,47 @@ def download_clip(clip, folder, get_downloader, args):
     downloader = get_downloader()  # only now: a complete folder needs no yt-dlp
     final = folder / (clip.stem + '.mp4')
     tmp = folder / (final.name + TMP_SUFFIX)
+    # From the start: end None asks for as much as the env reads (MAX_FRAMES frames).
+    start, end = (0, None) if clip.from_start else (clip.start, clip.end)
     try:
         with_retries(
-            lambda: downloader(clip.youtube_id, clip.start, clip.end, tmp),
-            args.retries,
-            args.backoff,
+            lambda: downloader(clip.youtube_id, start, end, tmp), args.retries, args.backoff
         )
         if not tmp.exists():
             raise RuntimeError('the downloader reported success but wrote no file')
         finalize(tmp, final)
+        if clip.from_start:
+            keep_first_frames(final, MAX_FRAMES)
     finally:
         tmp.unlink(missing_ok=True)
     return 'downloaded'
+
+
+def keep_first_frames(path, count):
+    """Cut a video in place to its first `count` frames by stream copy (no re-encoding), only
+    if the cut file decodes to exactly those frames; True if it was cut."""
+    ffmpeg = shutil.which('ffmpeg') or _bundled_ffmpeg()
+    before = frames_fingerprint(path, count)
+    if ffmpeg is None or before['frames'] < count:
+        return False
+    scratch = path.with_name(path.name + SCRATCH_SUFFIX)  # removed at start if stale
+    scratch.mkdir(exist_ok=True)
+    cut = scratch / path.name
+    command = [ffmpeg, '-v', 'error', '-y', '-i', str(path), '-map', '0:v:0', '-c', 'copy']
+    command += ['-frames:v', str(count), '-f', 'mp4', str(cut)]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=600)
+        after = frames_fingerprint(cut, count + 1)
+        if after['frames'] == count and after['sha256'] == before['sha256']:
+            with open(cut, 'rb') as file:
+                os.fsync(file.fileno())
+            os.replace(cut, path)
+            return True
+    except (OSError, ValueError, subprocess.SubprocessError):
+        pass  # keep the uncut file: the env reads its first `count` frames all the same
+    finally:
+        shutil.rmtree(scratch)
+    return False
 
 
 def import_file(source, final, present):
@@ -474,13 +597,21 @@ def match_files(clips, files):
 
 def plan_split(args, split, annotations, files, get_downloader):
     """(source name, [(clip name, job)], annotated clips without a file in --from-dir);
-    job() returns 'downloaded' / 'imported' / 'skipped' or raises."""
+    job() returns 'downloaded' / 'imported' / 'skipped' or raises. `annotations()` gives the
+    folder of the official CSVs (fetched on first use)."""
     folder = args.out / split
     if args.any_names:
         jobs = [(path.name, _import_job(path, folder / path.name)) for path in files]
         return f'--from-dir {args.from_dir}', jobs, 0
-    source = split_source(annotations, split)
-    clips = select_clips(source, args.label)
+    if committed_split(args.label, split):
+        source, only = CLIP_LIST, split
+    else:
+        source, only = split_source(annotations(), split), None
+    clips, bad = select_clips(source, args.label, args.clip == 'start', only)
+    args.resolved[split] = [clip.row(args.label, split) for clip in clips]
+    args.bad_rows[split] = bad
+    for problem in bad:
+        print(f'Skipping a bad annotation row: {problem}', file=sys.stderr)
     if args.from_dir is None:
         jobs = [(clip.stem, _download_job(clip, folder, get_downloader, args)) for clip in clips]
         return source.name, jobs, 0
@@ -559,12 +690,18 @@ def summarize(report, splits, stream):
             print(f'    {part["unmatched"]} annotated clips had no file in --from-dir', file=stream)
         for failure in part['failed']:
             print(f'    failed {failure["name"]}: {failure["error"]}', file=stream)
+        for problem in part.get('bad_rows', []):
+            print(f'    bad annotation row skipped: {problem}', file=stream)
 
 
 def main(argv=None, downloader=None):
     """Run the CLI; `downloader(video_id, start, end, dest_tmp_path)` replaces yt-dlp (tests).
     Returns the exit code: 0 if every requested split has at least one video."""
     args = parse_args(argv)
+    if args.verify is not None:
+        manifest = args.out / MANIFEST if args.verify is True else args.verify
+        return verify(args.out, manifest)
+    args.resolved, args.bad_rows = {}, {}
     splits = ['train', 'test'] if args.split == 'both' else [args.split]
     get_downloader = _lazy(make_ytdlp_downloader if downloader is None else lambda: downloader)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -581,6 +718,122 @@ def main(argv=None, downloader=None):
     return _finish(args, splits, report)
 
 
+def youtube_id_of(stem):
+    """The YouTube id in a file name of ours ({id} or {id}_{start}_{end}), else None."""
+    match = re.fullmatch(r'([A-Za-z0-9_-]{11})(_\d{6}_\d{6})?', stem)
+    return match.group(1) if match else None
+
+
+def folder_videos(out):
+    """{'split/file name': path} of the videos in out/train and out/test."""
+    return {
+        f'{split}/{path.name}': path
+        for split in SPLITS
+        if (out / split).is_dir()
+        for path in sorted((out / split).iterdir())
+        if path.is_file() and is_video_name(path)
+    }
+
+
+def video_entry(key, path):
+    """The manifest entry of one video file: what the env reads from it."""
+    split, name = key.split('/', 1)
+    entry = {'file': key, 'id': youtube_id_of(pathlib.Path(name).stem), 'split': split}
+    entry.update(frames_fingerprint(path, MAX_FRAMES))
+    entry.update(bytes=path.stat().st_size, mtime_ns=path.stat().st_mtime_ns)
+    return entry
+
+
+def read_manifest(path):
+    with open(path, encoding='utf-8') as file:
+        return json.load(file)
+
+
+def update_manifest(out, label, clip, resolved):
+    """Write <out>/manifest.json atomically: every video present (entries of unchanged files,
+    same size and mtime, are reused rather than decoded again) and the resolved clip lists."""
+    path = out / MANIFEST
+    try:
+        old = read_manifest(path) if path.exists() else {}
+    except (OSError, ValueError):  # unreadable: written anew from the folder
+        old = {}
+    known = {entry['file']: entry for entry in old.get('videos', [])}
+    videos = []
+    for key, video in folder_videos(out).items():
+        entry, stat = known.get(key), video.stat()
+        if not entry or (entry.get('bytes'), entry.get('mtime_ns')) != (
+            stat.st_size,
+            stat.st_mtime_ns,
+        ):
+            try:
+                entry = video_entry(key, video)
+            except Exception as error:  # unreadable: listed so that --verify flags it
+                entry = {'file': key, 'split': key.split('/')[0], 'error': describe_error(error)}
+        videos.append(entry)
+    clips = dict(old.get('clips', {}))
+    clips.update(resolved)  # splits not fetched this time keep their earlier list
+    manifest = {
+        'label': label,
+        'clip': clip,
+        'frames_read': MAX_FRAMES,
+        'clips': clips,
+        'videos': videos,
+    }
+    write_atomic(path, (json.dumps(manifest, indent=1) + '\n').encode())
+    return path
+
+
+def compare_video(entry, path, frames_read):
+    """None if the file decodes to the frames `entry` lists, else what differs."""
+    try:
+        now = frames_fingerprint(path, frames_read)
+    except Exception as error:
+        return f'cannot be read ({describe_error(error)})'
+    if 'sha256' not in entry:
+        return 'was unreadable when the manifest was written'
+    if now['frames'] != entry['frames'] or (now['width'], now['height']) != (
+        entry['width'],
+        entry['height'],
+    ):
+        return (
+            f'{now["frames"]} frames of {now["width"]}x{now["height"]}, manifest: '
+            f'{entry["frames"]} of {entry["width"]}x{entry["height"]}'
+        )
+    if now['sha256'] != entry['sha256']:
+        return 'different frames (SHA-256 of the decoded frames differs)'
+    return None
+
+
+def verify(out, manifest_path):
+    """Check the videos in `out` against a manifest; print and return the exit code."""
+    try:
+        manifest = read_manifest(manifest_path)
+    except (OSError, ValueError) as error:
+        print(
+            f'Error: cannot read the manifest {manifest_path} ({describe_error(error)}); '
+            'run download_videos.py first or pass --verify PATH.',
+            file=sys.stderr,
+        )
+        return 1
+    present = folder_videos(out)
+    problems = []
+    for entry in manifest.get('videos', []):
+        path = present.pop(entry['file'], None)
+        frames_read = manifest.get('frames_read', MAX_FRAMES)
+        reason = 'missing' if path is None else compare_video(entry, path, frames_read)
+        if reason:
+            problems.append(('missing' if path is None else 'changed', entry['file'], reason))
+    problems += [('extra', key, 'not in the manifest') for key in present]
+    total = len(manifest.get('videos', []))
+    for kind, key, reason in problems:
+        print(f'  {kind} {key}: {reason}')
+    counts = {kind: sum(p[0] == kind for p in problems) for kind in ('missing', 'changed', 'extra')}
+    summary = ', '.join(f'{n} {kind}' for kind, n in counts.items())
+    verdict = 'MISMATCH' if problems else 'OK'
+    print(f'Verify {out} against {manifest_path}: {total} videos listed; {summary}: {verdict}')
+    return 1 if problems else 0
+
+
 def _lazy(factory):
     cache = []
 
@@ -593,7 +846,7 @@ def _lazy(factory):
 
 
 def _run(args, splits, report, get_downloader):
-    annotations = None if args.any_names else annotation_dir(args)
+    annotations = _lazy(lambda: annotation_dir(args))  # not needed for committed lists
     files = user_videos(args.from_dir) if args.from_dir is not None else []
     plans = {}
     for split in splits:
@@ -603,7 +856,9 @@ def _run(args, splits, report, get_downloader):
         source, jobs, unmatched = plan_split(args, split, annotations, files, get_downloader)
         plans[split] = jobs
         report['splits'][split] = new_split_report(folder, source)
-        report['splits'][split].update(candidates=len(jobs), unmatched=unmatched)
+        report['splits'][split].update(
+            candidates=len(jobs), unmatched=unmatched, bad_rows=args.bad_rows.get(split, [])
+        )
     progress = Progress(sum(len(jobs) for jobs in plans.values()))
     try:
         for split in splits:
@@ -627,6 +882,9 @@ def _finish(args, splits, report):
     path = args.out / 'report.json'
     write_atomic(path, (json.dumps(report, indent=2) + '\n').encode())
     print(f'Report: {path}')
+    if report['error'] is None:
+        path = update_manifest(args.out, args.label, args.clip, args.resolved)
+        print(f'Manifest: {path}')
     if empty:
         print(f'No video present for split(s) {", ".join(empty)}. {NO_VIDEO_HINT}', file=sys.stderr)
     return 0 if report['ok'] else 1

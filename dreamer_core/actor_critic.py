@@ -46,24 +46,27 @@ class ActorCritic(tf.Module):
         return metrics
 
     def actor_loss(self, feat, action, target, weight):
-        policy = self.actor(tf.stop_gradient(feat[:-1]))
-        mix = schedules.schedule(str(self.config.actor_grad_mix), self.step)
+        # As the original: the policy of all H imagined steps (the entropy metric averages
+        # them), the objective on the first H-1.
+        policy = self.actor(tf.stop_gradient(feat))
+        metrics = {}
         if self.config.actor_grad == 'dynamics':
             objective = target
         else:
             baseline = self.critic(feat[:-1]).mode()
             advantage = tf.stop_gradient(target - baseline)
-            reinforce = policy.log_prob(tf.stop_gradient(action[:-1])) * advantage
-            objective = (
-                reinforce
-                if self.config.actor_grad == 'reinforce'
-                else (mix * target + (1 - mix) * reinforce)
-            )
+            # The imagined action keeps its gradient here, as in the original: log_prob also
+            # differentiates through the (straight-through or reparameterized) sample.
+            objective = policy.log_prob(action)[:-1] * advantage
+            if self.config.actor_grad == 'both':
+                mix = schedules.schedule(str(self.config.actor_grad_mix), self.step)
+                objective = mix * target + (1 - mix) * objective
+                metrics['actor_grad_mix'] = mix
         ent = policy.entropy()
         ent_scale = schedules.schedule(str(self.config.actor_ent), self.step)
-        objective += ent_scale * ent
+        objective += ent_scale * ent[:-1]
         actor_loss = -tf.reduce_mean(weight[:-1] * objective)
-        metrics = {'actor_ent': tf.reduce_mean(ent), 'actor_ent_scale': ent_scale}
+        metrics.update(actor_ent=tf.reduce_mean(ent), actor_ent_scale=ent_scale)
         return actor_loss, metrics
 
     def critic_loss(self, feat, target, weight):

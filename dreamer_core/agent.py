@@ -57,7 +57,9 @@ class Agent(tf.Module):
         if state is None:
             batch = obs['image'].shape[0]
             state = (self.wm.rssm.initial(batch), tf.zeros((batch, self.act_dim), tf.float32))
-        explore = mode == 'train' and int(self.step.numpy()) < self._expl_until
+        # As the original's Until(): expl_until 0 means explore for the whole run.
+        until = self._expl_until
+        explore = mode == 'train' and (not until or int(self.step.numpy()) < until)
         action, state = self._policy(obs, state, mode, explore)
         return {'action': action.numpy()}, state
 

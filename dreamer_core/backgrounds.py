@@ -7,6 +7,7 @@ frames. (The original padded clips shorter than 1000 frames with black frames; w
 """
 
 import collections
+import hashlib
 import pathlib
 import warnings
 
@@ -18,6 +19,7 @@ from dreamer_core.config import ConfigError
 from dreamer_core.errors import UserError
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm')
+MAX_FRAMES = 1000  # the original read the first 1000 frames of each video
 CACHE_BUDGET_BYTES = 2 * 10**9
 
 _HOW_TO_GET_VIDEOS = (
@@ -102,17 +104,48 @@ def prepare_frame(frame, image_size):
     return np.asarray(resized, np.uint8)
 
 
-def decode_video(path, image_size, max_frames):
-    """The first `max_frames` frames of a video as uint8 [N, H, W, 3]; raises on 0 frames."""
-    frames = []
+def read_frames(path, max_frames=MAX_FRAMES):
+    """The first `max_frames` decoded frames of a video at its own size, one at a time."""
     with imageio.get_reader(str(path), 'ffmpeg') as reader:
-        for frame in reader:
-            frames.append(prepare_frame(frame, image_size))
-            if len(frames) >= max_frames:
-                break
+        for index, frame in enumerate(reader):
+            yield frame
+            if index + 1 >= max_frames:
+                return
+
+
+def decode_video(path, image_size, max_frames=MAX_FRAMES):
+    """The first `max_frames` frames of a video as uint8 [N, H, W, 3]; raises on 0 frames."""
+    frames = [prepare_frame(frame, image_size) for frame in read_frames(path, max_frames)]
     if not frames:
         raise ValueError('the video has no frames')
     return np.stack(frames)
+
+
+def frames_fingerprint(path, max_frames=MAX_FRAMES):
+    """What the env gets from a video: {'frames', 'fps', 'width', 'height', 'sha256'}, the hash
+    over the decoded frames (shape and pixels) before resizing; raises on 0 frames.
+
+    Two downloads of one video differ in their bytes (container, metadata) but decode to the
+    same frames, so the hash tells whether two folders give the same backgrounds.
+    """
+    digest, count, shape = hashlib.sha256(), 0, None
+    for frame in read_frames(path, max_frames):
+        frame = np.ascontiguousarray(frame, np.uint8)
+        shape = shape or frame.shape
+        digest.update(repr(frame.shape).encode())
+        digest.update(frame.tobytes())
+        count += 1
+    if not count:
+        raise ValueError('the video has no frames')
+    with imageio.get_reader(str(path), 'ffmpeg') as reader:
+        fps = float(reader.get_meta_data().get('fps') or 0.0)
+    return {
+        'frames': count,
+        'fps': fps,
+        'width': shape[1],
+        'height': shape[0],
+        'sha256': digest.hexdigest(),
+    }
 
 
 class VideoBackground:
@@ -125,7 +158,7 @@ class VideoBackground:
         max_videos=100,
         random_bg=False,
         seed=0,
-        max_frames=1000,
+        max_frames=MAX_FRAMES,
         cache_videos=None,
     ):
         image_size = tuple(int(size) for size in image_size)

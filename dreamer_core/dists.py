@@ -31,18 +31,22 @@ class SampleDist:
     def mean(self):
         return tf.reduce_mean(self._dist.sample(self._samples), 0)
 
+    def _sample_and_log_prob(self):
+        # Log-probabilities from the pre-tanh samples (TFP's sample_and_log_prob), as the
+        # original's bijector cache gave: inverting a saturated float32 action would cap them.
+        return self._dist.experimental_sample_and_log_prob(self._samples)
+
     def mode(self):
         # Per batch element, the sample of highest log-probability.
-        sample = self._dist.sample(self._samples)
-        logprob = self._dist.log_prob(sample)
+        sample, logprob = self._sample_and_log_prob()
         best = tf.argmax(logprob, 0)
         sample = tf.experimental.numpy.moveaxis(sample, 0, -1 - len(self._dist.event_shape))
         batch_dims = len(logprob.shape) - 1
         return tf.gather(sample, best, axis=batch_dims, batch_dims=batch_dims)
 
     def entropy(self):
-        sample = self._dist.sample(self._samples)
-        return -tf.reduce_mean(self._dist.log_prob(sample), 0)
+        _, logprob = self._sample_and_log_prob()
+        return -tf.reduce_mean(logprob, 0)
 
 
 class OneHotDist(tfd.OneHotCategorical):
@@ -77,7 +81,11 @@ class TruncNormalDist(tfd.TruncatedNormal):
 
 
 class ClippedTanh(tfb.Tanh):
-    """Tanh whose inverse stays finite for actions at exactly +-1."""
+    """Tanh whose inverse stays finite for actions at exactly +-1.
+
+    Only for the log-probability of an action given from outside (replay, the actor loss);
+    SampleDist scores its own samples from their pre-tanh values instead.
+    """
 
     def _inverse(self, y):
         y = tf.clip_by_value(y, -0.99999997, 0.99999997)

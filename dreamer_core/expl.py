@@ -62,7 +62,8 @@ class Plan2Explore(tf.Module):
         inputs = feat
         if self.config.disag_action_cond:
             inputs = tf.concat([feat, tf.cast(action, feat.dtype)], -1)
-        preds = tf.stack([head(inputs).mode() for head in self._networks])
+        # The predicted mean, as the original (it differs from the mode for binary heads).
+        preds = tf.stack([head(inputs).mean() for head in self._networks])
         disag = tf.reduce_mean(tf.math.reduce_std(preds, 0), -1)
         if self.config.disag_log:
             disag = tf.math.log(disag)

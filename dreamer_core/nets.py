@@ -184,8 +184,9 @@ class RSSM(Module):
             else tf.reduce_mean(tf.maximum(value, free))
         )
         if balance == 0.5:
+            # The original ignores free_avg here: free nats per element, then the mean.
             value = kld(self.get_dist(lhs), self.get_dist(rhs))
-            return clip(value), value
+            return tf.reduce_mean(tf.maximum(value, free)), value
         value_lhs = value = kld(self.get_dist(lhs), self.get_dist(sg(rhs)))
         value_rhs = kld(self.get_dist(sg(lhs)), self.get_dist(rhs))
         return mix * clip(value_lhs) + (1 - mix) * clip(value_rhs), value

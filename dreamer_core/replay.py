@@ -183,24 +183,29 @@ class Replay:
     def _window(self, length, oversample_ends):
         episode = self._episodes[self._rng.choice(self._eligible_indices(length))]
         total = len(episode['action'])
-        upper = total - length + 1
+        available = total - length  # the last start index
         if oversample_ends:
-            upper += length
-        index = min(int(self._rng.integers(upper)), total - length)
+            # As the original: a start drawn from all rows, clamped to the last one, which so
+            # gets chance length / total (the episode's end is in every such window).
+            index = min(int(self._rng.integers(total)), available)
+        else:
+            index = int(self._rng.integers(available + 1))
         return {key: value[index : index + length] for key, value in episode.items()}
 
     def _eligible_indices(self, length):
+        # As the original, an episode needs more rows than the window (it skips rows == length).
         if length not in self._eligible:
             self._eligible[length] = np.array(
-                [i for i, ep in enumerate(self._episodes) if len(ep['action']) >= length]
+                [i for i, ep in enumerate(self._episodes) if len(ep['action']) > length]
             )
         eligible = self._eligible[length]
         if not len(eligible):
             longest = max((len(ep['action']) for ep in self._episodes), default=0)
             raise ReplayError(
-                f'No episode in replay {self._directory} has {length} rows: all '
-                f'{len(self._episodes)} in-memory episodes are shorter than dataset.length '
-                f'(longest: {longest} rows). Lower dataset.length or collect longer episodes.'
+                f'No episode in replay {self._directory} has more than {length} rows: all '
+                f'{len(self._episodes)} in-memory episodes are too short for dataset.length '
+                f'{length} (longest: {longest} rows). Lower dataset.length or collect longer '
+                f'episodes.'
             )
         return eligible
 

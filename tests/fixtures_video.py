@@ -69,6 +69,31 @@ def write_video(path, video, num_frames=20, size=(10, 12), grayscale=False):
     return frames
 
 
+def write_long_video(path, num_frames, size=(8, 8)):
+    """A video of many frames (more than MAX_FRAMES allows for `write_video`), no two alike
+    up to 1792 frames: red steps by 7, green counts the wraps of red, a blue bar moves."""
+    height, width = size
+    frames = np.zeros((num_frames, height, width, 3), np.uint8)
+    for t in range(num_frames):
+        frames[t, ..., 0] = (7 * t) % 256
+        frames[t, ..., 1] = 30 * (t // 256)
+        frames[t, :, t % width, 2] = 255
+    writer = imageio.get_writer(
+        str(path),
+        format='FFMPEG',
+        fps=30,
+        codec='libx264',
+        pixelformat='yuv444p',
+        output_params=['-qp', '0'],
+        macro_block_size=2,
+        ffmpeg_log_level='error',
+    )
+    with writer:
+        for frame in frames:
+            writer.append_data(frame)
+    return frames
+
+
 def write_garbage(path, num_bytes=4096, seed=0):
     """A file of random bytes: a name that looks like a video, content that is not."""
     data = np.random.default_rng(seed).integers(0, 256, num_bytes, dtype=np.uint8)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
 import tf_keras as keras
 
 from dreamer_core.build import synthetic_batch
@@ -13,6 +15,7 @@ TINY = [
     *'--dataset.batch 3 --dataset.length 6'.split(),
 ]
 ACT = 6
+tfd = tfp.distributions
 
 
 def tiny_agent(variant, *flags):
@@ -86,3 +89,40 @@ def test_checkpoint_includes_the_exploration_optimizers(tmp_path):
     fresh.load(tmp_path / 'variables.npz')
     for (name, a), (_, b) in zip(agent.checkpoint_variables(), fresh.checkpoint_variables()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+class ConstantActor:
+    """Stands in for the exploration behaviour: every action is 0.5, so its use is visible."""
+
+    def actor(self, feat):
+        return tfd.Deterministic(tf.fill([tf.shape(feat)[0], ACT], 0.5))
+
+
+@pytest.mark.parametrize(
+    'expl_until,step,explores',
+    [('0', 0, True), ('0', 10**6, True), ('100', 0, True), ('100', 10**6, False)],
+)
+def test_expl_until_zero_explores_for_the_whole_run(expl_until, step, explores):
+    # The original's Until(0) is always true: 0 means "no end", not "never".
+    flags = ['--expl_behavior', 'random', '--expl_until', expl_until, '--expl_noise', '0']
+    agent, _ = tiny_agent('Dreamer', *flags)
+    agent._expl_behavior = ConstantActor()
+    agent.step.assign(step)
+    out, _ = agent.policy(policy_obs(), mode='train')
+    assert np.all(out['action'] == 0.5) == explores
+
+
+def test_plan2explore_disagreement_uses_the_predicted_means():
+    # With a binary expl_head the mean (a probability) and the mode (0 or 1) differ; the
+    # original's disagreement is the ensemble std of the means, averaged over the target.
+    flags = '--expl_behavior plan2explore --expl_head.dist binary --disag_log False'.split()
+    agent, config = tiny_agent('Dreamer', *flags)
+    behavior = agent._expl_behavior
+    rng = np.random.default_rng(3)
+    feat = tf.constant(rng.normal(size=(5, 4, 16 + 4)).astype(np.float32))
+    action = tf.constant(rng.uniform(-1, 1, (5, 4, ACT)).astype(np.float32))
+    reward = behavior._intr_reward(feat, None, action).numpy()
+    inputs = tf.concat([feat, action], -1)
+    logits = np.stack([head(inputs).distribution.logits.numpy() for head in behavior._networks])
+    probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    np.testing.assert_allclose(reward, probs.std(0).mean(-1), rtol=1e-4)

@@ -2,6 +2,7 @@
 
 import warnings
 
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 
@@ -248,3 +249,20 @@ def test_describe_error_keeps_first_and_last_line_and_is_bounded():
     assert backgrounds.describe_error(ValueError('short')) == 'ValueError: short'
     long = backgrounds.describe_error(RuntimeError('x' * 1000), limit=50)
     assert len(long) == 50 and long.endswith('...')
+
+
+def test_a_video_longer_than_1000_frames_gives_exactly_its_first_1000(tmp_path):
+    # The original read the first 1000 frames of each video (whole downloads) and cycled them.
+    fx.write_long_video(tmp_path / 'long.mp4', 1010, size=(8, 8))
+    with imageio.get_reader(str(tmp_path / 'long.mp4'), 'ffmpeg') as reader:
+        every = np.stack([frame for frame in reader])
+    assert len(every) == 1010 and len(np.unique(every[:1001], axis=0)) == 1001
+    bg = VideoBackground(tmp_path, image_size=(8, 8), seed=3)
+    assert bg.max_frames == backgrounds.MAX_FRAMES == 1000
+    bg.reset()
+    sky8 = np.zeros((8, 8, 3), np.uint8)
+    sky8[..., 2] = 200
+    played = np.stack([bg.apply(sky8) for _ in range(1001)])
+    start = int(np.flatnonzero((every[:1000] == played[0]).all(axis=(1, 2, 3)))[0])
+    np.testing.assert_array_equal(played[:1000], np.roll(every[:1000], -start, axis=0))
+    np.testing.assert_array_equal(played[1000], played[0])  # wraps after frame 999

@@ -159,16 +159,21 @@ def test_kl_balance_half_is_plain_kl(name, make_states, discrete):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize('name,make_states,discrete', LATENTS)
-@pytest.mark.parametrize('balance', [0.5, 0.8])
-def test_kl_free_nats_average_versus_elementwise(name, make_states, discrete, balance):
-    rssm = rssm_for(discrete)
-    post, prior = make_states(3)
-    kl = plain_kl(rssm, post, prior).numpy()
+def free_between_min_and_mean(kl):
     # A threshold between the smallest element and the mean: clipping per element raises the
     # average, clipping the average does not, so the two modes must differ.
     free = float(0.5 * (kl.min() + kl.mean()))
     assert kl.min() < free < kl.mean()
+    return free
+
+
+@pytest.mark.parametrize('name,make_states,discrete', LATENTS)
+def test_kl_free_nats_average_versus_elementwise(name, make_states, discrete):
+    rssm = rssm_for(discrete)
+    post, prior = make_states(3)
+    kl = plain_kl(rssm, post, prior).numpy()
+    free = free_between_min_and_mean(kl)
+    balance = 0.8
     avg, _ = rssm.kl_loss(post, prior, forward=False, balance=balance, free=free, free_avg=True)
     each, _ = rssm.kl_loss(post, prior, forward=False, balance=balance, free=free, free_avg=False)
     np.testing.assert_allclose(avg.numpy(), max(kl.mean(), free), rtol=1e-5)
@@ -178,6 +183,19 @@ def test_kl_free_nats_average_versus_elementwise(name, make_states, discrete, ba
     high = float(kl.mean() + 1.0)
     clamped, _ = rssm.kl_loss(post, prior, forward=False, balance=balance, free=high, free_avg=True)
     np.testing.assert_allclose(clamped.numpy(), high, rtol=1e-6)
+
+
+@pytest.mark.parametrize('name,make_states,discrete', LATENTS)
+@pytest.mark.parametrize('free_avg', [True, False])
+def test_kl_balance_half_ignores_free_avg(name, make_states, discrete, free_avg):
+    # The original's balance == 0.5 branch always clips per element before the mean.
+    rssm = rssm_for(discrete)
+    post, prior = make_states(3)
+    kl = plain_kl(rssm, post, prior).numpy()
+    free = free_between_min_and_mean(kl)
+    loss, _ = rssm.kl_loss(post, prior, forward=False, balance=0.5, free=free, free_avg=free_avg)
+    np.testing.assert_allclose(loss.numpy(), np.maximum(kl, free).mean(), rtol=1e-5)
+    assert loss.numpy() > max(kl.mean(), free) + 1e-3
 
 
 @pytest.mark.parametrize(
@@ -278,6 +296,9 @@ class FixedSamples:
     def log_prob(self, value):
         return self._dist.log_prob(value)
 
+    def experimental_sample_and_log_prob(self, count, seed=None):
+        return self.sample(count), self.log_prob(self._samples)
+
 
 def manual_mode(base, samples):
     logprob = base.log_prob(samples).numpy()  # [S, *batch]
@@ -329,6 +350,35 @@ def test_tanh_normal_samples_inside_and_log_prob_finite_at_bounds():
         1,
     )
     assert not np.all(np.isfinite(plain.log_prob(edges).numpy()))
+
+
+def np_tanh_normal_entropy(mean, std):
+    """H(tanh X) = H(X) + E[log(1 - tanh(X)^2)], X ~ N(mean, std), by quadrature."""
+    x = mean + std * np.linspace(-12, 12, 200001)
+    density = np.exp(-0.5 * ((x - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+    log_det = 2 * (np.log(2) - x - np.logaddexp(0, -2 * x))  # stable log(1 - tanh(x)^2)
+    return 0.5 * np.log(2 * np.pi * np.e * std**2) + np.trapezoid(density * log_det, x)
+
+
+def test_tanh_normal_entropy_of_saturated_actions_uses_pre_tanh_samples():
+    # Mean ~5 and std ~10: about 40% of the samples round to exactly +-1 in float32. Scoring
+    # them from the clipped action would cap each dimension's log-det near -16 nats; the
+    # original (TFP's bijector cache) and this code score them from the pre-tanh value.
+    tf.random.set_seed(0)
+    out, std = tf.fill([3, 2], 30.0), tf.fill([3, 2], 10.0)
+    dist = dists.make('tanh_normal', out, std, 0.1, 1)
+    samples = dist.sample(1000).numpy()
+    assert np.mean(np.abs(samples) == 1.0) > 0.3
+    dist._samples = 20000  # a precise Monte Carlo estimate
+    mean = 5 * np.tanh(30.0 / 5)
+    scale = np.log1p(np.exp(10.0)) + 0.1
+    want = 2 * np_tanh_normal_entropy(mean, scale)  # two independent dimensions
+    got = dist.entropy().numpy()
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, want, atol=1.0)
+    # From the clipped actions, the estimate would be about 11 nats higher.
+    clipped = -tf.reduce_mean(dist._dist.log_prob(dist._dist.sample(20000)), 0).numpy()
+    assert np.all(clipped > want + 5)
 
 
 def test_onehot_sample_is_one_hot_with_straight_through_gradient():

@@ -6,9 +6,12 @@ import json
 import sys
 import tarfile
 
+import imageio.v2 as imageio
+import numpy as np
 import pytest
 
 import download_videos as dv
+from dreamer_core import backgrounds
 from tests import fixtures_video as fx
 
 HEADER = ['label', 'youtube_id', 'time_start', 'time_end', 'split']
@@ -77,10 +80,17 @@ class FakeDownloader:
         dest.write_bytes(self.data)
 
 
-def run(tmp_path, annotations, *extra, downloader=None):
+@pytest.fixture(autouse=True)
+def no_committed_list(tmp_path, monkeypatch):
+    """Tests read their own annotation CSVs unless they write a committed list here."""
+    monkeypatch.setattr(dv, 'CLIP_LIST', tmp_path / 'committed' / 'driving_car.csv')
+
+
+def run(tmp_path, annotations, *extra, downloader=None, clip='annotated'):
+    """The CLI on `annotations`; the older tests keep the annotated 10 s clips."""
     out = tmp_path / 'videos'
     argv = ['--out', str(out), '--annotations', str(annotations), '--backoff', '0', *extra]
-    return dv.main(argv, downloader=downloader), out
+    return dv.main([*argv, '--clip', clip], downloader=downloader), out
 
 
 def report_of(out):
@@ -281,10 +291,16 @@ def test_retries_wait_with_doubling_backoff():
     assert waits == [1.0, 2.0, 4.0]
 
 
+def archive_id(member):
+    """A valid YouTube id that names the archive member it came from: train.csv -> trainAAAAAA."""
+    return member.split('.')[0].ljust(11, 'A')[:11]
+
+
 def make_archive(path, names):
     with tarfile.open(path, 'w:gz') as tar:
         for member in names:
-            data = f'label,youtube_id,time_start,time_end,split\nx,{member},0,1,s\n'.encode()
+            row = f'x,{archive_id(member)},0,1,s'
+            data = f'label,youtube_id,time_start,time_end,split\n{row}\n'.encode()
             info = tarfile.TarInfo(f'kinetics400/{member}')
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -301,8 +317,8 @@ def test_annotations_are_fetched_from_the_archive(tmp_path, monkeypatch, clip_by
     )
     cache = out / 'annotations'
     assert sorted(p.name for p in cache.iterdir()) == ['test.csv', 'train.csv', 'validate.csv']
-    assert 'x,train.csv,0,1' in (cache / 'train.csv').read_text()
-    assert (out / 'train' / 'train.csv_000000_000001.mp4').exists()
+    assert 'x,trainAAAAAA,0,1' in (cache / 'train.csv').read_text()
+    assert (out / 'train' / 'trainAAAAAA.mp4').exists()  # default: the video from its start
 
 
 def test_bad_archive_or_url_says_what_to_do(tmp_path):
@@ -313,3 +329,146 @@ def test_bad_archive_or_url_says_what_to_do(tmp_path):
     with pytest.raises(dv.SetupError, match='--annotations'):
         dv.fetch_annotations(tmp_path / 'b', url=(tmp_path / 'none.tar.gz').as_uri())
     assert not any(p.name.endswith(dv.TMP_SUFFIX) for p in (tmp_path / 'a').iterdir())
+
+
+COMMITTED_TEST = [('driving car', 'listAAAAAA1', 4, 14), ('driving car', 'list-BBB_22', 9, 19)]
+
+
+@pytest.fixture(scope='module')
+def long_bytes(tmp_path_factory):
+    """A fetched 'video from its start': 1010 frames, more than the env reads."""
+    path = tmp_path_factory.mktemp('long') / 'long.mp4'
+    fx.write_long_video(path, 1010, size=(8, 8))
+    return path.read_bytes()
+
+
+@pytest.fixture
+def committed(tmp_path):
+    """The committed clip list (test rows only, as kinetics400/driving_car.csv)."""
+    dv.CLIP_LIST.parent.mkdir(parents=True)
+    write_csv(dv.CLIP_LIST, COMMITTED_TEST, 'test')
+    return dv.CLIP_LIST
+
+
+def decoded(path, limit=None):
+    with imageio.get_reader(str(path), 'ffmpeg') as reader:
+        frames = [frame for _, frame in zip(range(limit or 10**9), reader)]
+    return np.stack(frames)
+
+
+def test_default_keeps_each_video_from_its_start_cut_to_1000_frames(
+    tmp_path, annotations, committed, long_bytes
+):
+    fake = FakeDownloader(long_bytes)
+    code, out = run(tmp_path, annotations, downloader=fake, clip='start')
+    assert code == 0
+    train_ids, test_ids = [row[1] for row in TRAIN_CAR], [row[1] for row in COMMITTED_TEST]
+    # From second 0, as much as the env reads (end None); test clips from the committed list.
+    assert [call[:3] for call in fake.calls] == [(vid, 0, None) for vid in train_ids + test_ids]
+    assert sorted(p.name for p in (out / 'test').iterdir()) == sorted(f'{v}.mp4' for v in test_ids)
+    report = report_of(out)['splits']
+    assert report['test']['source'] == 'driving_car.csv'
+    assert report['train']['source'] == 'train.csv'
+    source = tmp_path / 'fetched.mp4'
+    source.write_bytes(long_bytes)
+    kept = decoded(out / 'train' / f'{train_ids[0]}.mp4')
+    np.testing.assert_array_equal(kept, decoded(source, 1000))  # exactly the first 1000
+    manifest = dv.read_manifest(out / dv.MANIFEST)
+    want = backgrounds.frames_fingerprint(source)  # the bytes differ, the frames do not
+    assert (out / 'train' / f'{train_ids[0]}.mp4').read_bytes() != long_bytes
+    for entry in manifest['videos']:
+        assert entry['id'] in train_ids + test_ids and entry['file'].startswith(entry['split'])
+        assert {key: entry[key] for key in want} == want
+    assert len(manifest['videos']) == len(train_ids + test_ids)
+    assert [row['youtube_id'] for row in manifest['clips']['test']] == test_ids
+    assert manifest['clips']['train'][0] == {
+        'label': 'driving car',
+        'youtube_id': train_ids[0],
+        'time_start': TRAIN_CAR[0][2],
+        'time_end': TRAIN_CAR[0][3],
+        'split': 'train',
+    }
+
+
+def test_manifest_round_trips_and_verify_accepts_the_folder(
+    tmp_path, annotations, clip_bytes, capsys
+):
+    code, out = run(tmp_path, annotations, downloader=FakeDownloader(clip_bytes), clip='start')
+    assert code == 0
+    text = (out / dv.MANIFEST).read_text()
+    first = json.loads(text)
+    assert len(first['videos']) == len(TRAIN_CAR) + 2 and first['frames_read'] == 1000
+    entry = first['videos'][0]
+    assert set(entry) >= {'id', 'split', 'frames', 'fps', 'width', 'height', 'sha256'}
+    assert (entry['frames'], entry['width'], entry['height']) == (5, 12, 10)
+    assert dv.update_manifest(out, 'driving car', 'start', {}) == out / dv.MANIFEST
+    assert (out / dv.MANIFEST).read_text() == text  # rewritten from itself: unchanged
+    capsys.readouterr()
+    assert dv.main(['--out', str(out), '--verify']) == 0
+    assert 'OK' in capsys.readouterr().out
+
+
+def test_verify_reports_changed_missing_and_extra_videos(tmp_path, annotations, clip_bytes, capsys):
+    code, out = run(tmp_path, annotations, downloader=FakeDownloader(clip_bytes), clip='start')
+    manifest = tmp_path / 'theirs.json'  # another lab's manifest, kept elsewhere
+    manifest.write_bytes((out / dv.MANIFEST).read_bytes())
+    changed, missing = TRAIN_CAR[0][1], TRAIN_CAR[1][1]
+    fx.write_video(out / 'train' / f'{changed}.mp4', 3, num_frames=5, size=(10, 12))
+    (out / 'train' / f'{missing}.mp4').unlink()
+    fx.write_video(out / 'test' / 'newAAAAAAA1.mp4', 1, num_frames=5, size=(10, 12))
+    capsys.readouterr()
+    assert dv.main(['--out', str(out), '--verify', str(manifest)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert f'  changed train/{changed}.mp4: different frames' in '\n'.join(lines)
+    assert f'  missing train/{missing}.mp4: missing' in lines
+    assert '  extra test/newAAAAAAA1.mp4: not in the manifest' in lines
+    assert lines[-1].endswith('1 missing, 1 changed, 1 extra: MISMATCH')
+
+
+def test_bad_youtube_ids_are_reported_and_skipped(tmp_path, annotations, clip_bytes, capsys):
+    rows = [
+        ('driving car', '../../../x1', 1, 2),
+        ('driving car', 'short', 1, 2),
+        ('driving car', 'okAAAAAAAA1', 1, 2),
+        ('driving car', 'has space 1', 1, 2),
+        ('driving car', 'okAAAAAAAA2', 'soon', 2),
+    ]
+    write_csv(annotations / 'train.csv', rows, 'train')
+    fake = FakeDownloader(clip_bytes)
+    code, out = run(tmp_path, annotations, '--split', 'train', downloader=fake, clip='start')
+    assert code == 0
+    assert [call[0] for call in fake.calls] == ['okAAAAAAAA1']
+    bad = report_of(out)['splits']['train']['bad_rows']
+    assert bad == [
+        "train.csv line 2: youtube_id '../../../x1' is not 11 characters of [A-Za-z0-9_-]",
+        "train.csv line 3: youtube_id 'short' is not 11 characters of [A-Za-z0-9_-]",
+        "train.csv line 5: youtube_id 'has space 1' is not 11 characters of [A-Za-z0-9_-]",
+        "train.csv line 6: time_start/time_end 'soon'/'2' are not numbers",
+    ]
+    assert 'Skipping a bad annotation row: train.csv line 2' in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ann', 'videos']
+
+
+def test_committed_clip_list_is_the_original_test_split():
+    with open(dv.ROOT / 'kinetics400' / 'driving_car.csv', newline='') as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == HEADER
+    assert len(rows) == 78 and {row['split'] for row in rows} == {'test'}
+    assert {row['label'] for row in rows} == {'driving car'}
+    assert all(dv.YOUTUBE_ID.fullmatch(row['youtube_id']) for row in rows)
+    assert len({row['youtube_id'] for row in rows}) == 78
+
+
+@pytest.mark.parametrize(
+    'formats,seconds',
+    [([{'fps': 30}, {'fps': 25}, {'fps': None}], 43), ([{'fps': 60}], 20), ([{}], 45)],
+)
+def test_fetch_range_covers_1000_frames_at_the_lowest_frame_rate(formats, seconds):
+    # ceil(1000 / fps) + 3 s of margin; 24 fps when YouTube gives none.
+    ranges = dv.first_frames_range({'formats': formats})
+    assert ranges == [{'start_time': 0, 'end_time': seconds}]
+
+
+def test_verify_without_a_manifest_says_what_to_do(tmp_path, capsys):
+    assert dv.main(['--out', str(tmp_path), '--verify']) == 1
+    assert 'run download_videos.py first or pass --verify PATH' in capsys.readouterr().err

@@ -6,11 +6,13 @@ import pathlib
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 import tf_keras as keras
 
 from dreamer_core import agent as agent_lib
 from dreamer_core import config as config_lib
-from dreamer_core import nets, optim, registry
+from dreamer_core import dists, nets, optim, registry
+from dreamer_core.actor_critic import ActorCritic
 from tests.tiny import TINY_MODEL, VARIANT_MODEL
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -23,6 +25,7 @@ TINY = [
     *VARIANT_MODEL['dreamer'],
 ]
 B, T, ACT = 2, 5, 2
+tfd = tfp.distributions
 
 
 @pytest.fixture(autouse=True)
@@ -476,3 +479,78 @@ def test_fast_layers_equal_the_keras_layers(fast_layer, keras_layer, shape, kwar
     fast.kernel.assign(plain.kernel)
     fast.bias.assign(plain.bias)
     np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+class FixedPolicy:
+    """Stands in for the actor: the same head output whatever the input."""
+
+    def __init__(self, kind, out, std=None):
+        self.kind, self.out, self.std = kind, out, std
+
+    def __call__(self, feat):
+        return dists.make(self.kind, self.out, self.std, 0.1, 1)
+
+
+def zero_critic(feat):
+    return tfd.Deterministic(tf.zeros(tf.shape(feat)[:-1]))
+
+
+def np_log_softmax(logits):
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def actor_critic_with(policy, act_dim, *flags):
+    config = make_config('--actor.dist', policy.kind, '--actor_ent', '0', *flags)
+    ac = ActorCritic(config, act_dim, policy.kind == 'onehot', tf.Variable(0, dtype=tf.int64))
+    ac.actor, ac.critic = policy, zero_critic
+    return ac
+
+
+@pytest.mark.parametrize('grad,mix,share', [('reinforce', '0', 1.0), ('both', '0.3', 0.7)])
+def test_reinforce_differentiates_through_the_imagined_action(grad, mix, share):
+    # As the original, log_prob(action) keeps the gradient of the reparameterized action
+    # y = tanh(m + s * eps). Per dimension, log p(y) = log N(x; m, s) - log(1 - y^2) with
+    # x = m + s * eps, so d/dm = 2y and d/ds = 2 y eps - 1/s; with the action's gradient
+    # stopped they would be eps/s and (eps^2 - 1)/s.
+    rng = np.random.default_rng(0)
+    hor, n, dim = 4, 3, 2
+    out = tf.Variable(rng.normal(0, 1, (hor, n, dim)).astype(np.float32))
+    raw = tf.Variable(rng.normal(-1, 0.3, (hor, n, dim)).astype(np.float32))
+    eps = rng.normal(size=(hor, n, dim)).astype(np.float32)
+    adv = rng.normal(size=(hor - 1, n)).astype(np.float32)
+    policy = FixedPolicy('tanh_normal', out, raw)
+    ac = actor_critic_with(policy, dim, '--actor_grad', grad, '--actor_grad_mix', mix)
+    with tf.GradientTape() as tape:
+        mean, std = 5 * tf.tanh(out / 5), tf.nn.softplus(raw) + 0.1
+        action = tf.tanh(mean + std * eps)  # the reparameterized sample of imagine()
+        loss, mets = ac.actor_loss(tf.zeros([hor, n, 8]), action, adv, tf.ones([hor, n]))
+    got_out, got_raw = [g.numpy() for g in tape.gradient(loss, [out, raw])]
+    m, s = 5 * np.tanh(out.numpy() / 5), np.log1p(np.exp(raw.numpy())) + 0.1
+    y = np.tanh(m + s * eps)
+    scale = -share * adv[..., None] / ((hor - 1) * n)
+    dm_dout, ds_draw = 1 - np.tanh(out.numpy() / 5) ** 2, 1 / (1 + np.exp(-raw.numpy()))
+    want_out, want_raw = np.zeros_like(got_out), np.zeros_like(got_raw)
+    want_out[:-1] = (scale * 2 * y[:-1]) * dm_dout[:-1]
+    want_raw[:-1] = (scale * (2 * y * eps - 1 / s)[:-1]) * ds_draw[:-1]
+    np.testing.assert_allclose(got_out, want_out, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got_raw, want_raw, rtol=1e-4, atol=1e-6)
+    stopped_out = (scale * (eps / s)[:-1]) * dm_dout[:-1]
+    assert np.abs(got_out[:-1] - stopped_out).max() > 1e-2
+    assert ('actor_grad_mix' in mets) == (grad == 'both')
+
+
+def test_actor_entropy_metric_averages_all_imagined_steps():
+    rng = np.random.default_rng(1)
+    hor, n = 4, 3
+    logits = rng.normal(size=(hor, n, 5)).astype(np.float32)
+    logits[-1] *= 10  # a near-deterministic last step, far below the others' entropy
+    ac = actor_critic_with(FixedPolicy('onehot', tf.constant(logits)), 5)
+    action = dists.OneHotDist(tf.constant(logits), dtype=tf.float32).sample()
+    _, mets = ac.actor_loss(
+        tf.zeros([hor, n, 2]), action, tf.zeros([hor - 1, n]), tf.ones([hor, n])
+    )
+    logp = np_log_softmax(logits.astype(np.float64))
+    ent = -(np.exp(logp) * logp).sum(-1)
+    np.testing.assert_allclose(mets['actor_ent'], ent.mean(), rtol=1e-5)
+    assert abs(ent.mean() - ent[:-1].mean()) > 0.1

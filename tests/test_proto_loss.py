@@ -195,12 +195,25 @@ def test_augment_same_shift_across_time_only_when_asked():
 def test_augment_without_bilinear_shifts_whole_pixels():
     data = make_batch(b=2, t=2)
     out = pl.augment(data, 3.0, False, False, tf.random.Generator.from_seed(5))['image'].numpy()
-    shifts = np.round(tf.random.Generator.from_seed(5).uniform([8, 2], -3.0, 3.0).numpy())
+    shifts = np.floor(tf.random.Generator.from_seed(5).uniform([8, 2], -3.0, 4.0).numpy())
     images = np.concatenate([data['image']] * 2, 0).reshape(8, 8, 8, 3)
     for i, (dx, dy) in enumerate(shifts.astype(int)):
         np.testing.assert_array_equal(
             out.reshape(8, 8, 8, 3)[i], np_shift_nearest(images[i], dx, dy)
         )
+
+
+def test_integer_shifts_are_uniform_over_minus_d_to_d():
+    # The original's floor(U(-d, d + 1)): each of the 2d + 1 integers has chance 1 / (2d + 1).
+    draws, delta = 35000, 3
+    shifts = pl.draw_shifts(tf.random.Generator.from_seed(9), draws, float(delta), False).numpy()
+    assert np.all(shifts == np.round(shifts))
+    values, counts = np.unique(shifts, return_counts=True)
+    np.testing.assert_array_equal(values, np.arange(-delta, delta + 1))
+    expected = 2 * draws / (2 * delta + 1)
+    sigma = np.sqrt(expected * (1 - 1 / (2 * delta + 1)))
+    # Rounding U(-3, 3) would give the end points 1/12 instead of 1/7: 45 sigma away here.
+    assert np.all(np.abs(counts - expected) < 5 * sigma), counts
 
 
 def make_config(**overrides):

@@ -203,26 +203,64 @@ def test_start_index_uniform_without_oversampling(tmp_path):
 
 
 def test_oversample_ends_puts_extra_mass_on_last_start(tmp_path):
+    # The original clamps a draw over all `total` rows: the last start gets length / total.
     total, length = 10, 4
     freq = start_index_frequencies(tmp_path, total, length, oversample_ends=True)
     assert len(freq) == total - length + 1
-    assert freq[-1] == pytest.approx((length + 1) / (total + 1), abs=0.02)
-    np.testing.assert_allclose(freq[:-1], 1 / (total + 1), atol=0.02)
+    assert freq[-1] == pytest.approx(length / total, abs=0.015)
+    np.testing.assert_allclose(freq[:-1], 1 / total, atol=0.015)
+
+
+def original_window_probabilities(rows, length, oversample_ends):
+    """P(episode, start) of the original's sampler, by enumerating its draws.
+
+    Its loop: pick an episode uniformly, skip it unless it has more than `length` rows, then
+    start = min(randint(0, total), total - length) with oversampling, else
+    randint(0, total - length + 1).
+    """
+    eligible = [i for i, total in enumerate(rows) if total - length >= 1]
+    probs = {}
+    for i in eligible:
+        available = rows[i] - length
+        draws = range(rows[i]) if oversample_ends else range(available + 1)
+        for draw in draws:
+            key = (i, min(draw, available))
+            probs[key] = probs.get(key, 0.0) + 1 / (len(eligible) * len(draws))
+    return probs
+
+
+@pytest.mark.parametrize('oversample_ends', [True, False])
+def test_window_distribution_matches_the_original(tmp_path, oversample_ends):
+    length, draws = 4, 30000
+    steps = (3, 6, 9)  # 4 rows (== length: never sampled), 7 and 10 rows
+    replay = Replay(tmp_path, seed=1)
+    for i, count in enumerate(steps):
+        replay.add(make_episode(count, start=100 * i, seed=i))
+    first = replay.sample(draws, length, oversample_ends)['step'][:, 0]
+    keys, counts = np.unique(np.stack([first // 100, first % 100], 1), axis=0, return_counts=True)
+    got = {tuple(int(v) for v in key): count for key, count in zip(keys, counts)}
+    want = original_window_probabilities([s + 1 for s in steps], length, oversample_ends)
+    assert set(got) == set(want)  # no window of the 4-row episode, none outside the reference
+    for key, p in want.items():
+        sigma = np.sqrt(draws * p * (1 - p))
+        assert abs(got[key] - draws * p) < 5 * sigma, (key, got[key], draws * p)
 
 
 def test_short_episodes_are_skipped(tmp_path):
     replay = Replay(tmp_path)
     replay.add(make_episode(2, start=0))
+    replay.add(make_episode(4, start=50))  # exactly `length` rows: the original skips it too
     replay.add(make_episode(10, start=100))
     starts = replay.sample(50, 5, False)['step'][:, 0]
     assert np.all(starts >= 100)
 
 
-def test_all_episodes_too_short_error(tmp_path):
+@pytest.mark.parametrize('length', [10, 4])
+def test_all_episodes_too_short_error(tmp_path, length):
     replay = Replay(tmp_path)
-    replay.add(make_episode(3))
-    with pytest.raises(ValueError, match='shorter than dataset.length'):
-        replay.sample(2, 10, True)
+    replay.add(make_episode(3))  # 4 rows
+    with pytest.raises(ValueError, match=f'too short for dataset.length {length}'):
+        replay.sample(2, length, True)
 
 
 def test_dataset_shapes_and_dtypes(tmp_path):

@@ -67,6 +67,15 @@ def translate(images, shifts, interpolation='BILINEAR'):
     return tf.cast(out, images.dtype)
 
 
+def draw_shifts(generator, draws, max_delta, bilinear):
+    """[draws, 2] shifts (dx, dy): uniform in [-d, d], or a uniform integer in [-d, d]."""
+    if bilinear:
+        return generator.uniform([draws, 2], -max_delta, max_delta, tf.float32)
+    # As the original: floor(U(-d, d + 1)) gives every integer of [-d, d] the same chance
+    # (rounding U(-d, d) would draw the two end points half as often).
+    return tf.floor(generator.uniform([draws, 2], -max_delta, max_delta + 1, tf.float32))
+
+
 def augment(data, max_delta, same_across_time, bilinear, generator):
     """Duplicates every key along the batch (B -> 2B) and randomly shifts each sequence's images."""
     if 'image' not in data:
@@ -78,11 +87,9 @@ def augment(data, max_delta, same_across_time, bilinear, generator):
     shape = tf.shape(out['image'])
     batch, time = shape[0], shape[1]
     draws = batch if same_across_time else batch * time
-    shifts = generator.uniform([draws, 2], -max_delta, max_delta, tf.float32)
+    shifts = draw_shifts(generator, draws, max_delta, bilinear)
     if same_across_time:
         shifts = tf.repeat(shifts, time, axis=0)  # Frames are flattened batch-major below.
-    if not bilinear:
-        shifts = tf.round(shifts)
     frames = tf.reshape(out['image'], tf.concat([[-1], shape[2:]], 0))
     moved = translate(frames, shifts, 'BILINEAR' if bilinear else 'NEAREST')
     out['image'] = tf.reshape(moved, shape)
