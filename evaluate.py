@@ -74,7 +74,7 @@ def evaluate(args):
     setup_tensorflow(config)
     env = make_env(config, variant)
     try:
-        agent = build_agent(config, variant, env, logdir / CHECKPOINT)
+        agent = build_agent(config, variant, env, logdir / CHECKPOINT, args.task)
         frames = int(agent.step.numpy()) * config.action_repeat
         print(f'{variant.label} on {config.task}, checkpoint at frame {frames:,}.')
         returns, lengths, video = run_episodes(env, agent, args.episodes, bool(args.video))
@@ -187,7 +187,7 @@ def make_env(config, variant):
         raise EvaluateError(str(e).splitlines()[0]) from None
 
 
-def build_agent(config, variant, env, checkpoint):
+def build_agent(config, variant, env, checkpoint, task=None):
     """The agent of the run, built as the training loop builds it, with the checkpoint loaded."""
     from dreamer_core.agent import Agent, CheckpointError
 
@@ -207,6 +207,10 @@ def build_agent(config, variant, env, checkpoint):
         agent.train(synthetic_batch(config, env))
         agent.load(checkpoint)
     except CheckpointError as e:
+        if task:  # the likely cause: another number of actions or another image
+            raise EvaluateError(
+                f'--task {task} does not fit the agent of this run (other actions or images?): {e}'
+            ) from None
         raise EvaluateError(str(e)) from None
     return agent
 

@@ -120,3 +120,9 @@ def test_checkpoint_of_another_model_size_is_a_one_line_error(run, tmp_path, cap
     assert evaluate.main(['--logdir', str(logdir)]) == 2
     err = capsys.readouterr().err
     assert 'written by another agent or model size' in err and err.count('\n') == 1, err
+
+
+def test_task_with_other_actions_is_a_one_line_error(run, capsys):
+    assert evaluate.main(['--logdir', str(run), '--task', 'dmc_cartpole_swingup']) == 2
+    err = capsys.readouterr().err
+    assert '--task dmc_cartpole_swingup does not fit the agent' in err and err.count('\n') == 1
