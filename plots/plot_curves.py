@@ -33,6 +33,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the repository root, for dreamer_core
 
 from dreamer_core import registry
+from dreamer_core.errors import UserError
 
 GRID = 10_000  # frames between two published evaluations
 PUBLISHED = {
@@ -258,28 +259,18 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
+class PlotError(UserError):
+    """Nothing to draw, or a bad flag; the message says which."""
+
+
 def main(argv=None):
     args = parse(argv)
-    runs = collect(args.roots)
-    published = load_published()
-    tasks = args.tasks or sorted(
-        {task for task, _ in runs} | set(published_tasks(args.setting) if args.setting else ())
-    )
-    if not tasks:
-        where = ', '.join(args.roots) or 'no folder given'
-        print(
-            f'error: no <task>/<method>/<seed>/metrics.jsonl with eval_return under {where}; '
-            'give run folders or --setting standard|natural for the published curves alone.',
-            file=sys.stderr,
-        )
-        return 2
-    empty = [t for t in tasks if not any(task == t for task, _ in [*runs, *published])]
-    if empty:
-        print(f'error: task {empty[0]} has no runs and no published curves.', file=sys.stderr)
-        return 2
-    bad = [f for f in args.at if f <= 0]
-    if bad:
-        print(f'error: --at {bad[0]}: frames must be positive.', file=sys.stderr)
+    try:
+        runs = collect(check_roots(args.roots))
+        published = load_published()
+        tasks = select_tasks(args, runs, published)
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
         return 2
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -289,6 +280,34 @@ def main(argv=None):
     paths = plot(tasks, runs, published, out, x_limit(runs, args.full))
     print('Wrote ' + ', '.join(str(p) for p in [*paths, out.with_suffix('.md')]))
     return 0
+
+
+def check_roots(roots):
+    for root in roots:
+        if not pathlib.Path(root).is_dir():
+            raise PlotError(
+                f'{root} is not a folder: give folders holding <task>/<method>/<seed>/.'
+            )
+    return roots
+
+
+def select_tasks(args, runs, published):
+    """The panels: --tasks, else the tasks of the runs and of --setting."""
+    if any(frames <= 0 for frames in args.at):
+        raise PlotError(f'--at {" ".join(map(str, args.at))}: frames must be positive.')
+    setting = published_tasks(args.setting) if args.setting else []
+    tasks = args.tasks or sorted({task for task, _ in runs} | set(setting))
+    if not tasks:
+        where = ', '.join(args.roots) or 'no folder given'
+        raise PlotError(
+            f'no <task>/<method>/<seed>/metrics.jsonl with eval_return under {where}; '
+            'give run folders or --setting standard|natural for the published curves alone.'
+        )
+    known = {task for task, _ in [*runs, *published]}
+    for task in tasks:
+        if task not in known:
+            raise PlotError(f'task {task} has no runs and no published curves.')
+    return tasks
 
 
 if __name__ == '__main__':

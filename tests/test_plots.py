@@ -155,9 +155,16 @@ def test_published_only_figure(tmp_path):
 
 @pytest.mark.parametrize(
     'args, message',
-    [([], 'no <task>/<method>/<seed>/metrics.jsonl'), (['--tasks', 'dmc_nope'], 'dmc_nope')],
+    [
+        ([], 'no <task>/<method>/<seed>/metrics.jsonl'),
+        (['--tasks', 'dmc_nope'], 'task dmc_nope has no runs'),
+        (['--setting', 'standard', '--at', '0'], '--at 0: frames must be positive'),
+        (['missing'], 'missing is not a folder'),
+    ],
 )
 def test_nothing_to_draw_is_an_error(tmp_path, capsys, args, message):
+    args = [str(tmp_path / a) if a == 'missing' else a for a in args]
     assert plot_curves.main([str(tmp_path), *args, '--out', str(tmp_path / 'x.png')]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message in err and err.count('\n') == 1
     assert not (tmp_path / 'x.png').exists()
