@@ -126,3 +126,20 @@ def test_task_with_other_actions_is_a_one_line_error(run, capsys):
     assert evaluate.main(['--logdir', str(run), '--task', 'dmc_cartpole_swingup']) == 2
     err = capsys.readouterr().err
     assert '--task dmc_cartpole_swingup does not fit the agent' in err and err.count('\n') == 1
+
+
+def test_the_agent_holds_the_checkpoint_not_the_synthetic_update(run):
+    name, config = evaluate.read_run_config(run)
+    variant = evaluate.registry.get(name)
+    env = evaluate.make_env(config, variant)
+    try:
+        agent = evaluate.build_agent(config, variant, env, run / 'variables.npz')
+    finally:
+        env.close()
+    with np.load(run / 'variables.npz') as saved:
+        names = json.loads(str(saved['meta']))['names']
+        pairs = agent.checkpoint_variables()
+        assert [n for n, _ in pairs] == names
+        for i, (_, variable) in enumerate(pairs):
+            np.testing.assert_array_equal(variable.numpy(), saved[f'v{i:05d}'])
+    assert len(names) > 20  # optimizer states included
