@@ -50,7 +50,7 @@ def main(argv=None):
     args = parse(argv)
     try:
         result = evaluate(args)
-    except UserError as e:
+    except (UserError, config_lib.ConfigError, envs_lib.TaskError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     if args.json:

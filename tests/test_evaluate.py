@@ -96,6 +96,7 @@ def drop_variant(text):
         ('other version', 'written by another version of this code (missing keys: none; '),
         ('video in run', 'is inside the run folder'),
         ('not a run', 'is not a run folder (no config.yaml)'),
+        ('unknown task', "dmc_walker_wlak"),
     ],
 )
 def test_bad_runs_are_one_line_errors(run, tmp_path, capsys, case, message):
@@ -109,6 +110,8 @@ def test_bad_runs_are_one_line_errors(run, tmp_path, capsys, case, message):
     args = ['--logdir', str(logdir if case != 'not a run' else tmp_path)]
     if case == 'video in run':
         args += ['--video', str(logdir / 'video.mp4')]
+    if case == 'unknown task':
+        args += ['--task', 'dmc_walker_wlak']
     assert evaluate.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
