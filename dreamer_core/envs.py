@@ -161,6 +161,11 @@ class DMC:
             image = self._background.apply(image)
         return image
 
+    def render_view(self, size):
+        """A larger picture of the scene, for videos (without the natural-video background,
+        which exists only at the observation size)."""
+        return self._env.physics.render(*size, camera_id=self._camera)
+
     def _obs(self, time_step, reward, reset=False):
         discount = 1.0 if time_step.discount is None else float(time_step.discount)
         return {
