@@ -94,7 +94,7 @@ def prepare_logdir(logdir) -> pathlib.Path:
 
 
 def setup_tensorflow(config):
-    """The one place TensorFlow is set up: seeds, eager or graph mode, precision, GPU memory."""
+    """The one place TensorFlow is set up: logging, threads, seeds, graph mode, precision, GPU."""
     if config.verbose:
         os.environ['TF_CPP_MIN_LOG_LEVEL'] = '0'
     import tensorflow as tf
@@ -102,6 +102,9 @@ def setup_tensorflow(config):
 
     if not config.verbose:
         tf.get_logger().setLevel('ERROR')
+    if config.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(config.threads)
     random.seed(config.seed)
     np.random.seed(config.seed)
     tf.random.set_seed(config.seed)
