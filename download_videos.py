@@ -467,33 +467,32 @@ def _move_single_output(scratch, dest):
 
 
 class Progress:
-    """A bar on a terminal, one line per clip otherwise."""
+    """A tqdm bar with the status counts on a terminal, one line per clip otherwise."""
 
     def __init__(self, total, stream=None):
         self.total, self.done = total, 0
         self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
         self.counts = {}
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=self.stream, unit='clip', dynamic_ncols=True)
 
     def update(self, split, name, status, detail=''):
         self.done += 1
         self.counts[status] = self.counts.get(status, 0) + 1
-        if self.tty:
-            filled = int(30 * self.done / max(self.total, 1))
-            counts = '  '.join(f'{key} {value}' for key, value in sorted(self.counts.items()))
-            self.stream.write(
-                f'\r[{"#" * filled}{"." * (30 - filled)}] {self.done}/{self.total}  {counts}'
-            )
-            if self.done == self.total:
-                self.stream.write('\n')
-        else:
-            suffix = f': {detail}' if detail else ''
-            self.stream.write(f'[{self.done}/{self.total}] {split} {name} {status}{suffix}\n')
+        if self.bar is not None:
+            self.bar.set_postfix(self.counts, refresh=False)
+            self.bar.update(1)
+            return
+        suffix = f': {detail}' if detail else ''
+        self.stream.write(f'[{self.done}/{self.total}] {split} {name} {status}{suffix}\n')
         self.stream.flush()
 
     def close(self):
-        if self.tty and 0 < self.done < self.total:
-            self.stream.write('\n')
+        if self.bar is not None:
+            self.bar.close()
 
 
 def new_split_report(folder, source):

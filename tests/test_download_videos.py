@@ -472,3 +472,24 @@ def test_fetch_range_covers_1000_frames_at_the_lowest_frame_rate(formats, second
 def test_verify_without_a_manifest_says_what_to_do(tmp_path, capsys):
     assert dv.main(['--out', str(tmp_path), '--verify']) == 1
     assert 'run download_videos.py first or pass --verify PATH' in capsys.readouterr().err
+
+
+class _TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_tqdm_bar_on_a_terminal_and_lines_otherwise():
+    plain = io.StringIO()
+    progress = dv.Progress(2, plain)
+    progress.update('test', 'a.mp4', 'downloaded')
+    progress.update('test', 'b.mp4', 'failed', 'gone')
+    progress.close()
+    assert plain.getvalue() == '[1/2] test a.mp4 downloaded\n[2/2] test b.mp4 failed: gone\n'
+    tty = _TTY()
+    progress = dv.Progress(2, tty)
+    progress.update('test', 'a.mp4', 'downloaded')
+    progress.update('test', 'b.mp4', 'failed', 'gone')
+    progress.close()
+    text = tty.getvalue()
+    assert '\r' in text and '2/2' in text and 'failed=1' in text and 'downloaded=1' in text
