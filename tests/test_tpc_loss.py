@@ -248,3 +248,26 @@ def test_bad_shapes_and_short_sequences_are_named():
         tpc_loss_mod.tpc_loss(args[0], args[1], args[2][:, :2], NOISE_STD, True, 1, args[3])
     with pytest.raises(ValueError, match=r'T = 3 leaves no step after warm_up = 3'):
         tpc_loss_mod.tpc_loss(*args[:3], NOISE_STD, True, 3, args[3])
+
+
+@pytest.mark.parametrize('scale', [0.05, 1.0, 30.0])
+def test_pairwise_log_prob_equals_the_broadcast_form_and_its_gradient(scale):
+    """The matrix-product form against the direct [T, B, B', S] form, values and gradients."""
+    rng = np.random.default_rng(3)
+    shape = (6, 20, 32)
+    x = tf.constant(scale * rng.normal(size=shape), tf.float32)
+    mean = tf.constant(scale * rng.normal(size=shape) + x.numpy() * 0.9, tf.float32)
+    std = tf.constant(rng.uniform(0.1, 1.5, size=shape), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, mean, std])
+        fast = tpc_loss_mod.pairwise_log_prob(x, mean, std)
+        slow = tpc_loss_mod.diag_normal_log_prob(x[:, :, None], mean[:, None], std[:, None])
+        weights = tf.constant(rng.normal(size=fast.shape), tf.float32)
+        fast_total, slow_total = [tf.reduce_sum(weights * v) for v in (fast, slow)]
+    assert fast.shape == (6, 20, 20)
+    spread = float(tf.reduce_max(tf.abs(slow)))
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-5, atol=2e-6 * spread)
+    for a, b in zip(
+        tape.gradient(fast_total, [x, mean, std]), tape.gradient(slow_total, [x, mean, std])
+    ):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4 * np.abs(b).max())
