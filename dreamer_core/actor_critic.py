@@ -1,13 +1,32 @@
 """Behaviour learning in imagination: actor, critic, slow target critic."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
 from dreamer_core import nets, optim, scan, schedules
-from dreamer_core.config import ConfigError
+from dreamer_core.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from dreamer_core.variant import Tensors
+    from dreamer_core.world_model import WorldModel
+
+    # reward(feat, state, action) of imagined time-major trajectories [H, N, ...] -> [H, N].
+    RewardFn = Callable[[tf.Tensor, Tensors, tf.Tensor], tf.Tensor]
 
 
 class ActorCritic(tf.Module):
-    def __init__(self, config, act_dim, discrete, step, name='task_behavior'):
+    def __init__(
+        self,
+        config: Config,
+        act_dim: int,
+        discrete: bool,
+        step: tf.Variable,
+        name: str = 'task_behavior',
+    ) -> None:
         super().__init__(name=name)
         self.config = config
         self.step = step
@@ -29,7 +48,7 @@ class ActorCritic(tf.Module):
         self.actor_opt = optim.Optimizer('actor', **config.actor_opt)
         self.critic_opt = optim.Optimizer('critic', **config.critic_opt)
 
-    def train(self, world_model, start, reward_fn):
+    def train(self, world_model: WorldModel, start: Tensors, reward_fn: RewardFn) -> Tensors:
         hor = self.config.imag_horizon
         with tf.GradientTape() as actor_tape:
             feat, state, action, disc = world_model.imagine(self.actor, start, hor)
@@ -45,7 +64,9 @@ class ActorCritic(tf.Module):
         self.update_slow_target()
         return metrics
 
-    def actor_loss(self, feat, action, target, weight):
+    def actor_loss(
+        self, feat: tf.Tensor, action: tf.Tensor, target: tf.Tensor, weight: tf.Tensor
+    ) -> tuple[tf.Tensor, Tensors]:
         # As the original: the policy of all H imagined steps (the entropy metric averages
         # them), the objective on the first H-1.
         policy = self.actor(tf.stop_gradient(feat))
@@ -69,13 +90,17 @@ class ActorCritic(tf.Module):
         metrics.update(actor_ent=tf.reduce_mean(ent), actor_ent_scale=ent_scale)
         return actor_loss, metrics
 
-    def critic_loss(self, feat, target, weight):
+    def critic_loss(
+        self, feat: tf.Tensor, target: tf.Tensor, weight: tf.Tensor
+    ) -> tuple[tf.Tensor, Tensors]:
         dist = self.critic(tf.stop_gradient(feat[:-1]))
         like = dist.log_prob(tf.stop_gradient(target))
         critic_loss = -tf.reduce_mean(like * weight[:-1])
         return critic_loss, {'critic': tf.reduce_mean(dist.mode())}
 
-    def target(self, feat, reward, disc):
+    def target(
+        self, feat: tf.Tensor, reward: tf.Tensor, disc: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, Tensors]:
         """Lambda returns for steps 0..H-2 and their weights (cumulative discounts)."""
         reward = tf.cast(reward, tf.float32)
         disc = tf.cast(disc, tf.float32)
@@ -98,7 +123,7 @@ class ActorCritic(tf.Module):
         }
         return target, weight, metrics
 
-    def update_slow_target(self):
+    def update_slow_target(self) -> None:
         if not self.config.slow_target:
             return
         if self._updates % self.config.slow_target_update == 0:

@@ -1,14 +1,24 @@
 """A uniform-random policy for prefill (needs no TensorFlow)."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from dreamer_core.envs import Space
 
 
 class RandomAgent:
-    def __init__(self, act_space, seed=0):
+    def __init__(self, act_space: Space, seed: int = 0) -> None:
         self._space = act_space
         self._rng = np.random.default_rng(seed)
 
-    def __call__(self, obs, state=None):
+    def __call__(
+        self, obs: Mapping[str, np.ndarray], state: Any = None
+    ) -> tuple[dict[str, np.ndarray], None]:
         batch = len(obs['reset'])
         dim = self._space.shape[0]
         if self._space.discrete:

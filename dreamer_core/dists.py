@@ -1,5 +1,10 @@
 """Distributions used by the heads and the RSSM (float32 parameters)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
@@ -10,25 +15,25 @@ tfd = tfp.distributions
 tfb = tfp.bijectors
 
 
-def compute_dtype():
+def compute_dtype() -> str:
     return keras.mixed_precision.global_policy().compute_dtype
 
 
 class SampleDist:
     """Mean, mode and entropy of a distribution estimated from samples (for tanh-normal)."""
 
-    def __init__(self, dist, samples=100):
+    def __init__(self, dist: tfd.Distribution, samples: int = 100) -> None:
         self._dist = dist
         self._samples = samples
 
     @property
-    def name(self):
+    def name(self) -> str:
         return 'SampleDist'
 
     def __getattr__(self, name):
         return getattr(self._dist, name)
 
-    def mean(self):
+    def mean(self) -> tf.Tensor:
         return tf.reduce_mean(self._dist.sample(self._samples), 0)
 
     def _sample_and_log_prob(self):
@@ -36,7 +41,7 @@ class SampleDist:
         # original's bijector cache gave: inverting a saturated float32 action would cap them.
         return self._dist.experimental_sample_and_log_prob(self._samples)
 
-    def mode(self):
+    def mode(self) -> tf.Tensor:
         # Per batch element, the sample of highest log-probability.
         sample, logprob = self._sample_and_log_prob()
         best = tf.argmax(logprob, 0)
@@ -44,7 +49,7 @@ class SampleDist:
         batch_dims = len(logprob.shape) - 1
         return tf.gather(sample, best, axis=batch_dims, batch_dims=batch_dims)
 
-    def entropy(self):
+    def entropy(self) -> tf.Tensor:
         _, logprob = self._sample_and_log_prob()
         return -tf.reduce_mean(logprob, 0)
 
@@ -52,14 +57,21 @@ class SampleDist:
 class OneHotDist(tfd.OneHotCategorical):
     """One-hot categorical whose samples carry straight-through gradients."""
 
-    def __init__(self, logits=None, probs=None, dtype=None):
+    def __init__(
+        self,
+        logits: tf.Tensor | None = None,
+        probs: tf.Tensor | None = None,
+        dtype: tf.DType | str | None = None,
+    ) -> None:
         self._sample_dtype = dtype or compute_dtype()
         super().__init__(logits=logits, probs=probs)
 
-    def mode(self):
+    def mode(self) -> tf.Tensor:
         return tf.cast(super().mode(), self._sample_dtype)
 
-    def sample(self, sample_shape=(), seed=None):
+    def sample(
+        self, sample_shape: int | Sequence[int] | tf.Tensor = (), seed: Any = None
+    ) -> tf.Tensor:
         sample = tf.cast(super().sample(sample_shape, seed), self._sample_dtype)
         probs = self.probs_parameter()
         while len(probs.shape) < len(sample.shape):
@@ -70,11 +82,18 @@ class OneHotDist(tfd.OneHotCategorical):
 class TruncNormalDist(tfd.TruncatedNormal):
     """Truncated normal whose samples stay strictly inside the bounds."""
 
-    def __init__(self, loc, scale, low, high, clip=1e-6):
+    def __init__(
+        self,
+        loc: tf.Tensor,
+        scale: tf.Tensor,
+        low: float | tf.Tensor,
+        high: float | tf.Tensor,
+        clip: float = 1e-6,
+    ) -> None:
         super().__init__(loc, scale, low, high)
         self._clip = clip
 
-    def sample(self, *args, **kwargs):
+    def sample(self, *args: Any, **kwargs: Any) -> tf.Tensor:
         event = super().sample(*args, **kwargs)
         clipped = tf.clip_by_value(event, self.low + self._clip, self.high - self._clip)
         return event - tf.stop_gradient(event) + tf.stop_gradient(clipped)
@@ -96,7 +115,13 @@ class ClippedTanh(tfb.Tanh):
         return -tf.math.log1p(-tf.square(y))
 
 
-def make(kind, out, std=None, min_std=0.1, event_dims=1):
+def make(
+    kind: str,
+    out: tf.Tensor | None,
+    std: tf.Tensor | None = None,
+    min_std: float = 0.1,
+    event_dims: int = 1,
+) -> tfd.Distribution | SampleDist:
     """Distribution over `out` (float32) of the named kind."""
     if kind == 'mse':
         return tfd.Independent(tfd.Normal(out, 1.0), event_dims)

@@ -1,6 +1,15 @@
 """Steps a list of environments with a policy and reports steps and episodes to callbacks."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
+
+Arrays = dict[str, np.ndarray]
+# policy(obs_batch, state) -> ({'action': [N, A]}, state)
+Policy = Callable[[Arrays, Any], tuple[Arrays, Any]]
 
 
 class Driver:
@@ -10,25 +19,25 @@ class Driver:
     first row), so row 0 is the reset observation with reward 0 and discount 1.
     """
 
-    def __init__(self, envs):
+    def __init__(self, envs: Sequence[Any]) -> None:
         self._envs = envs
         self._on_steps, self._on_episodes = [], []
         self.reset()
 
-    def on_step(self, callback):
+    def on_step(self, callback: Callable[[dict[str, Any], int], None]) -> None:
         """callback(transition, env_index) after every env step."""
         self._on_steps.append(callback)
 
-    def on_episode(self, callback):
+    def on_episode(self, callback: Callable[[Arrays], None]) -> None:
         """callback(episode) when an episode ends."""
         self._on_episodes.append(callback)
 
-    def reset(self):
+    def reset(self) -> None:
         self._obs = [None] * len(self._envs)
         self._eps = [None] * len(self._envs)
         self._state = None
 
-    def __call__(self, policy, steps=0, episodes=0):
+    def __call__(self, policy: Policy, steps: int = 0, episodes: int = 0) -> list[Arrays]:
         """Step until `steps` env steps and `episodes` episodes are done; returns the episodes
         that ended during this call."""
         step, done = 0, []
@@ -59,7 +68,7 @@ class Driver:
         return done
 
 
-def convert(value):
+def convert(value: Any) -> np.ndarray:
     value = np.asarray(value)
     if np.issubdtype(value.dtype, np.floating):
         return value.astype(np.float32)

@@ -13,11 +13,16 @@ import difflib
 import os
 import pathlib
 import shutil
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dreamer_core.config import agent_steps
+from dreamer_core.config import Config, agent_steps
 from dreamer_core.errors import UserError
+
+if TYPE_CHECKING:
+    from dreamer_core.backgrounds import VideoBackground
 
 SPARSE_TASKS = {('cheetah', 'run_sparse'): 'run', ('walker', 'run_sparse'): 'run'}
 SPARSE_THRESHOLD = 0.25
@@ -28,7 +33,7 @@ class TaskError(UserError, ValueError):
     pass
 
 
-def setup_rendering():
+def setup_rendering() -> str:
     """Pick a headless MuJoCo backend before dm_control loads; respects MUJOCO_GL when set.
 
     EGL when an NVIDIA GPU is visible, OSMesa otherwise. TensorFlow ships its own LLVM, which
@@ -64,7 +69,7 @@ def _preload(name, package):
     )
 
 
-def dmc_tasks():
+def dmc_tasks() -> set[str]:
     setup_rendering()  # dm_control picks its renderer when first imported
     from dm_control import suite
 
@@ -109,14 +114,28 @@ def _dmc_hint(suite, name, known):
 
 
 class Space:
-    def __init__(self, shape, low=-1.0, high=1.0, discrete=False):
+    def __init__(
+        self,
+        shape: Sequence[int],
+        low: float | np.ndarray = -1.0,
+        high: float | np.ndarray = 1.0,
+        discrete: bool = False,
+    ) -> None:
         self.shape, self.low, self.high, self.discrete = tuple(shape), low, high, discrete
 
 
 class DMC:
     """A dm_control suite task rendered to images; action repeat sums rewards."""
 
-    def __init__(self, name, action_repeat=1, size=(64, 64), camera=None, seed=0, background=None):
+    def __init__(
+        self,
+        name: str,
+        action_repeat: int = 1,
+        size: Sequence[int] = (64, 64),
+        camera: int | None = None,
+        seed: int = 0,
+        background: VideoBackground | None = None,
+    ) -> None:
         setup_rendering()
         from dm_control import suite
 
@@ -134,16 +153,16 @@ class DMC:
         self.act_space = Space(spec.shape, spec.minimum, spec.maximum)
 
     @property
-    def obs_shape(self):
+    def obs_shape(self) -> tuple[int, ...]:
         return self._size + (3,)
 
-    def reset(self):
+    def reset(self) -> dict[str, Any]:
         time_step = self._env.reset()
         if self._background is not None:
             self._background.reset()
         return self._obs(time_step, 0.0, reset=True)
 
-    def step(self, action):
+    def step(self, action: np.ndarray) -> dict[str, Any]:
         reward = 0.0
         for _ in range(self._repeat):
             time_step = self._env.step(action)
@@ -155,13 +174,13 @@ class DMC:
                 break
         return self._obs(time_step, reward)
 
-    def render(self):
+    def render(self) -> np.ndarray:
         image = self._env.physics.render(*self._size, camera_id=self._camera)
         if self._background is not None:
             image = self._background.apply(image)
         return image
 
-    def render_view(self, size):
+    def render_view(self, size: Sequence[int]) -> np.ndarray:
         """A larger picture of the scene, for videos (without the natural-video background,
         which exists only at the observation size)."""
         return self._env.physics.render(*size, camera_id=self._camera)
@@ -176,7 +195,7 @@ class DMC:
             'done': time_step.last(),
         }
 
-    def close(self):
+    def close(self) -> None:
         # Free the rendering contexts now: freed at interpreter exit, they race dm_control's
         # render thread shutting down and print spurious tracebacks.
         self._env.physics.free()
@@ -186,8 +205,15 @@ class Atari:
     """ALE with sticky actions, full action space, no-op starts, max-pooled action repeat."""
 
     def __init__(
-        self, game, action_repeat=4, size=(64, 64), grayscale=True, noops=30, sticky=0.25, seed=0
-    ):
+        self,
+        game: str,
+        action_repeat: int = 4,
+        size: Sequence[int] = (64, 64),
+        grayscale: bool = True,
+        noops: int = 30,
+        sticky: float = 0.25,
+        seed: int = 0,
+    ) -> None:
         ale_py, _ = _import_ale()
         rom = _atari_rom(game)
         self._ale = ale_py.ALEInterface()
@@ -206,10 +232,10 @@ class Atari:
         self.act_space = Space((len(self._actions),), 0, 1, discrete=True)
 
     @property
-    def obs_shape(self):
+    def obs_shape(self) -> tuple[int, ...]:
         return self._size + ((1,) if self._gray else (3,))
 
-    def reset(self):
+    def reset(self) -> dict[str, Any]:
         self._ale.reset_game()
         for _ in range(self._rng.integers(1, self._noops + 1)):
             self._ale.act(self._actions[0])
@@ -217,7 +243,7 @@ class Atari:
                 self._ale.reset_game()
         return self._obs(0.0, reset=True, done=False)
 
-    def step(self, action):
+    def step(self, action: np.ndarray) -> dict[str, Any]:
         index = int(np.argmax(action))
         reward, frames = 0.0, []
         for _ in range(self._repeat):
@@ -248,7 +274,7 @@ class Atari:
             'done': done,
         }
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
@@ -266,7 +292,7 @@ def _import_ale():
 class NormalizeAction:
     """Expose actions in [-1, 1] for bounded continuous action spaces."""
 
-    def __init__(self, env):
+    def __init__(self, env: DMC) -> None:
         self._env = env
         space = env.act_space
         self._low, self._high = np.asarray(space.low), np.asarray(space.high)
@@ -275,7 +301,7 @@ class NormalizeAction:
     def __getattr__(self, name):
         return getattr(self._env, name)
 
-    def step(self, action):
+    def step(self, action: np.ndarray) -> dict[str, Any]:
         action = np.clip(action, -1, 1)
         return self._env.step(self._low + (action + 1) / 2 * (self._high - self._low))
 
@@ -283,17 +309,17 @@ class NormalizeAction:
 class TimeLimit:
     """End episodes after `duration` agent steps (discount stays 1: a cut, not a terminal)."""
 
-    def __init__(self, env, duration):
+    def __init__(self, env: DMC | Atari | NormalizeAction, duration: int) -> None:
         self._env, self._duration, self._step = env, duration, None
 
     def __getattr__(self, name):
         return getattr(self._env, name)
 
-    def reset(self):
+    def reset(self) -> dict[str, Any]:
         self._step = 0
         return self._env.reset()
 
-    def step(self, action):
+    def step(self, action: np.ndarray) -> dict[str, Any]:
         assert self._step is not None, 'Reset the environment first.'
         obs = self._env.step(action)
         self._step += 1
@@ -304,19 +330,21 @@ class TimeLimit:
         return obs
 
 
-def resolve_bg_path(path, variant_root):
+def resolve_bg_path(path: str | pathlib.Path, variant_root: str | pathlib.Path) -> pathlib.Path:
     """Background folders are relative to the variant folder (e.g. DreamerPro/)."""
     path = pathlib.Path(os.path.expanduser(path))
     return path if path.is_absolute() else (pathlib.Path(variant_root) / path).resolve()
 
 
-def obs_shape(config) -> tuple[int, int, int]:
+def obs_shape(config: Config) -> tuple[int, int, int]:
     """The image shape the env of `config` produces (replay checks stored episodes against it)."""
     gray = config.task.startswith('atari_') and config.grayscale
     return tuple(config.image_size) + ((1,) if gray else (3,))
 
 
-def make_env(config, mode: str, variant_root, seed: int | None = None):
+def make_env(
+    config: Config, mode: str, variant_root: str | pathlib.Path, seed: int | None = None
+) -> TimeLimit:
     """Build the env of `config.task` for mode 'train' or 'eval'."""
     suite, _, name = config.task.partition('_')
     seed = config.seed if seed is None else seed

@@ -1,33 +1,58 @@
 """Exploration behaviours: random, plan2explore (ensemble disagreement), model_loss."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import tensorflow as tf
 
 from dreamer_core import dists, nets, optim
 from dreamer_core.actor_critic import ActorCritic
-from dreamer_core.config import ConfigError
+from dreamer_core.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from dreamer_core.actor_critic import RewardFn
+    from dreamer_core.variant import Tensors
+    from dreamer_core.world_model import WorldModel
 
 tfd = dists.tfd
 
 
 class Random(tf.Module):
-    def __init__(self, config, act_dim, discrete, step, wm, reward):
+    def __init__(
+        self,
+        config: Config,
+        act_dim: int,
+        discrete: bool,
+        step: tf.Variable,
+        wm: WorldModel,
+        reward: RewardFn,
+    ) -> None:
         super().__init__(name='random')
         self._act_dim, self._discrete = act_dim, discrete
 
-    def actor(self, feat):
+    def actor(self, feat: tf.Tensor) -> tfd.Distribution:
         shape = tf.concat([tf.shape(feat)[:-1], [self._act_dim]], 0)
         if self._discrete:
             return dists.OneHotDist(tf.zeros(shape))
         return tfd.Independent(tfd.Uniform(-tf.ones(shape), tf.ones(shape)), 1)
 
-    def train(self, start, outputs, data):
+    def train(self, start: Tensors, outputs: dict[str, Any], data: Tensors) -> Tensors:
         return {}
 
 
 class Plan2Explore(tf.Module):
     """Intrinsic reward = log std of an ensemble predicting the next latent (disagreement)."""
 
-    def __init__(self, config, act_dim, discrete, step, wm, reward):
+    def __init__(
+        self,
+        config: Config,
+        act_dim: int,
+        discrete: bool,
+        step: tf.Variable,
+        wm: WorldModel,
+        reward: RewardFn,
+    ) -> None:
         super().__init__(name='plan2explore')
         self.config, self.wm, self.reward = config, wm, reward
         self.ac = ActorCritic(config, act_dim, discrete, step, name='expl_behavior')
@@ -45,7 +70,7 @@ class Plan2Explore(tf.Module):
         ]
         self.opt = optim.Optimizer('expl', **config.expl_opt)
 
-    def train(self, start, outputs, data):
+    def train(self, start: Tensors, outputs: dict[str, Any], data: Tensors) -> Tensors:
         target = {
             'stoch': self.wm.rssm.flat_stoch(outputs['post']['stoch']),
             'deter': outputs['post']['deter'],
@@ -88,7 +113,15 @@ class Plan2Explore(tf.Module):
 class ModelLoss(tf.Module):
     """Intrinsic reward = an MLP's prediction of the world model's KL at that state."""
 
-    def __init__(self, config, act_dim, discrete, step, wm, reward):
+    def __init__(
+        self,
+        config: Config,
+        act_dim: int,
+        discrete: bool,
+        step: tf.Variable,
+        wm: WorldModel,
+        reward: RewardFn,
+    ) -> None:
         super().__init__(name='model_loss')
         self.config, self.wm, self.reward = config, wm, reward
         if config.expl_model_loss != 'kl':
@@ -100,7 +133,7 @@ class ModelLoss(tf.Module):
         self.head = nets.MLP([], **config.expl_head)
         self.opt = optim.Optimizer('expl', **config.expl_opt)
 
-    def train(self, start, outputs, data):
+    def train(self, start: Tensors, outputs: dict[str, Any], data: Tensors) -> Tensors:
         post, prior = outputs['post'], outputs['prior']
         kl = tfd.kl_divergence(self.wm.rssm.get_dist(post), self.wm.rssm.get_dist(prior))
         target = tf.stop_gradient(tf.cast(kl, tf.float32))

@@ -1,5 +1,10 @@
 """Networks: RSSM, convolutional encoder and decoder, MLP heads."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -11,8 +16,11 @@ from dreamer_core.scan import static_scan
 tfd = dists.tfd
 layers = keras.layers
 
+# An RSSM state: `stoch`, `deter` and the statistics of the latent's distribution.
+State = dict[str, tf.Tensor]
 
-def get_act(name):
+
+def get_act(name: str | Callable | None) -> Callable[[tf.Tensor], tf.Tensor]:
     if name in (None, 'none'):
         return tf.identity
     if callable(name):
@@ -33,7 +41,7 @@ def get_act(name):
 class Module(tf.Module):
     """A tf.Module whose layers are created on first use, named for checkpoints."""
 
-    def get(self, name, ctor, *args, **kwargs):
+    def get(self, name: str, ctor: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not hasattr(self, '_parts'):
             self._parts = {}
         if name not in self._parts:
@@ -44,12 +52,12 @@ class Module(tf.Module):
 class GRUCell(Module):
     """GRU with one Dense over [input, state], LayerNorm in float32, update bias -1."""
 
-    def __init__(self, size, update_bias=-1):
+    def __init__(self, size: int, update_bias: float = -1) -> None:
         super().__init__()
         self.size = size
         self._update_bias = update_bias
 
-    def __call__(self, inputs, state):
+    def __call__(self, inputs: tf.Tensor, state: tf.Tensor) -> tf.Tensor:
         parts = self.get('dense', layers.Dense, 3 * self.size)(tf.concat([inputs, state], -1))
         dtype = parts.dtype
         parts = self.get('norm', layers.LayerNormalization, dtype=tf.float32)(
@@ -71,16 +79,16 @@ class RSSM(Module):
 
     def __init__(
         self,
-        stoch=30,
-        deter=200,
-        hidden=200,
-        discrete=False,
-        act='elu',
-        std_act='softplus',
-        min_std=0.1,
-        posterior_input='deter_embed',
-        posterior_std='learned',
-    ):
+        stoch: int = 30,
+        deter: int = 200,
+        hidden: int = 200,
+        discrete: int | bool = False,
+        act: str = 'elu',
+        std_act: str = 'softplus',
+        min_std: float = 0.1,
+        posterior_input: str = 'deter_embed',
+        posterior_std: str = 'learned',
+    ) -> None:
         super().__init__()
         if posterior_input not in ('deter_embed', 'embed'):
             raise ConfigError(
@@ -101,7 +109,7 @@ class RSSM(Module):
         self._post_input, self._post_std = posterior_input, posterior_std
         self._cell = GRUCell(deter)
 
-    def initial(self, batch_size):
+    def initial(self, batch_size: int | tf.Tensor) -> State:
         dtype = dists.compute_dtype()
         zeros = lambda *shape: tf.zeros([batch_size, *shape], dtype)
         if self._discrete:
@@ -113,7 +121,9 @@ class RSSM(Module):
         state['deter'] = zeros(self._deter)
         return state
 
-    def observe(self, embed, action, state=None):
+    def observe(
+        self, embed: tf.Tensor, action: tf.Tensor, state: State | None = None
+    ) -> tuple[State, State]:
         """Posterior and prior sequences [B, T, ...] from embeddings and previous actions."""
         swap = lambda x: tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))
         if state is None:
@@ -127,7 +137,7 @@ class RSSM(Module):
         prior = {k: swap(v) for k, v in prior.items()}
         return post, prior
 
-    def imagine(self, action, state=None):
+    def imagine(self, action: tf.Tensor, state: State | None = None) -> State:
         """Prior sequence [B, T, ...] from a start state and a sequence of actions."""
         swap = lambda x: tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))
         if state is None:
@@ -135,11 +145,11 @@ class RSSM(Module):
         prior = static_scan(self.img_step, swap(action), state)
         return {k: swap(v) for k, v in prior.items()}
 
-    def get_feat(self, state):
+    def get_feat(self, state: State) -> tf.Tensor:
         stoch = self.flat_stoch(state['stoch'])
         return tf.concat([tf.cast(stoch, state['deter'].dtype), state['deter']], -1)
 
-    def get_dist(self, state):
+    def get_dist(self, state: State) -> tfd.Distribution:
         if self._discrete:
             logit = tf.cast(state['logit'], tf.float32)
             return tfd.Independent(dists.OneHotDist(logit), 1)
@@ -147,7 +157,9 @@ class RSSM(Module):
         std = tf.cast(state['std'], tf.float32)
         return tfd.MultivariateNormalDiag(mean, std)
 
-    def obs_step(self, prev_state, prev_action, embed, sample=True):
+    def obs_step(
+        self, prev_state: State, prev_action: tf.Tensor, embed: tf.Tensor, sample: bool = True
+    ) -> tuple[State, State]:
         prior = self.img_step(prev_state, prev_action, sample)
         embed = tf.cast(embed, dists.compute_dtype())
         x = embed if self._post_input == 'embed' else tf.concat([prior['deter'], embed], -1)
@@ -161,7 +173,7 @@ class RSSM(Module):
         post = {'stoch': stoch, 'deter': prior['deter'], **stats}
         return post, prior
 
-    def img_step(self, prev_state, prev_action, sample=True):
+    def img_step(self, prev_state: State, prev_action: tf.Tensor, sample: bool = True) -> State:
         dtype = dists.compute_dtype()
         prev_stoch = self.flat_stoch(tf.cast(prev_state['stoch'], dtype))
         x = tf.concat([prev_stoch, tf.cast(prev_action, dtype)], -1)
@@ -172,7 +184,15 @@ class RSSM(Module):
         stoch = self._sample(stats, sample)
         return {'stoch': stoch, 'deter': deter, **stats}
 
-    def kl_loss(self, post, prior, forward, balance, free, free_avg):
+    def kl_loss(
+        self,
+        post: State,
+        prior: State,
+        forward: bool,
+        balance: float,
+        free: float,
+        free_avg: bool,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """KL balancing: (1-b) KL(post || sg(prior)) + b KL(sg(post) || prior), free nats."""
         kld = tfd.kl_divergence
         sg = lambda x: tf.nest.map_structure(tf.stop_gradient, x)
@@ -191,7 +211,7 @@ class RSSM(Module):
         value_rhs = kld(self.get_dist(sg(lhs)), self.get_dist(rhs))
         return mix * clip(value_lhs) + (1 - mix) * clip(value_rhs), value
 
-    def flat_stoch(self, stoch):
+    def flat_stoch(self, stoch: tf.Tensor) -> tf.Tensor:
         if self._discrete:
             shape = tf.concat([tf.shape(stoch)[:-2], [self._stoch * self._discrete]], 0)
             return tf.reshape(stoch, shape)
@@ -225,16 +245,16 @@ class PatchConv2D(layers.Layer):
     channel) order, then one matrix product.
     """
 
-    def __init__(self, filters, kernel_size, strides, **kwargs):
+    def __init__(self, filters: int, kernel_size: int, strides: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._filters, self._size, self._stride = filters, kernel_size, strides
 
-    def build(self, input_shape):
+    def build(self, input_shape: tf.TensorShape) -> None:
         shape = (self._size, self._size, int(input_shape[-1]), self._filters)
         self.kernel = self.add_weight('kernel', shape, initializer='glorot_uniform')
         self.bias = self.add_weight('bias', (self._filters,), initializer='zeros')
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         k, s = self._size, self._stride
         rows = (inputs.shape[1] - k) // s + 1
         cols = (inputs.shape[2] - k) // s + 1
@@ -253,14 +273,20 @@ class PatchConv2D(layers.Layer):
 class ConvEncoder(Module):
     """Four stride-2 VALID convolutions of depth 2^i * depth; [B, T, H, W, C] -> [B, T, E]."""
 
-    def __init__(self, depth=32, act='elu', kernels=(4, 4, 4, 4), keys=('image',)):
+    def __init__(
+        self,
+        depth: int = 32,
+        act: str = 'elu',
+        kernels: Sequence[int] = (4, 4, 4, 4),
+        keys: Sequence[str] = ('image',),
+    ) -> None:
         super().__init__()
         self._depth, self._act, self._kernels = depth, get_act(act), tuple(kernels)
         self._keys = tuple(keys)
         if self._keys != ('image',):
             raise ConfigError(f'encoder.keys is {list(keys)}: only [image] is supported.')
 
-    def __call__(self, data):
+    def __call__(self, data: Mapping[str, tf.Tensor]) -> tf.Tensor:
         image = tf.cast(data['image'], dists.compute_dtype())
         x = tf.reshape(image, [-1, *image.shape[-3:]])
         last = len(self._kernels) - 1
@@ -277,12 +303,18 @@ class ConvEncoder(Module):
 class ConvDecoder(Module):
     """Dense to 32*depth, then transposed convolutions to the image mean of a unit Normal."""
 
-    def __init__(self, shape=(64, 64, 3), depth=32, act='elu', kernels=(5, 5, 6, 6)):
+    def __init__(
+        self,
+        shape: Sequence[int] = (64, 64, 3),
+        depth: int = 32,
+        act: str = 'elu',
+        kernels: Sequence[int] = (5, 5, 6, 6),
+    ) -> None:
         super().__init__()
         self._shape = tuple(shape)
         self._depth, self._act, self._kernels = depth, get_act(act), tuple(kernels)
 
-    def __call__(self, features):
+    def __call__(self, features: tf.Tensor) -> tfd.Distribution:
         x = self.get('dense', layers.Dense, 32 * self._depth)(features)
         x = tf.reshape(x, [-1, 1, 1, 32 * self._depth])
         last = len(self._kernels) - 1
@@ -312,19 +344,26 @@ class ConvTransposeFrom1x1(layers.Layer):
     the Keras layer; each output pixel (i, j) is kernel[i, j] applied to the input vector.
     """
 
-    def __init__(self, filters, kernel_size, strides, activation=None, **kwargs):
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        strides: int,
+        activation: str | Callable | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._filters, self._size = filters, kernel_size
         self._act = keras.activations.get(activation)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tf.TensorShape) -> None:
         if tuple(input_shape[1:3]) != (1, 1):
             raise ValueError(f'ConvTransposeFrom1x1 needs 1x1 inputs, got {tuple(input_shape)}.')
         shape = (self._size, self._size, self._filters, int(input_shape[-1]))
         self.kernel = self.add_weight('kernel', shape, initializer='glorot_uniform')
         self.bias = self.add_weight('bias', (self._filters,), initializer='zeros')
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         kernel = tf.cast(self.kernel, inputs.dtype)
         out = tf.einsum('nc,ijoc->nijo', inputs[:, 0, 0], kernel) + tf.cast(self.bias, inputs.dtype)
         return self._act(out)
@@ -333,7 +372,15 @@ class ConvTransposeFrom1x1(layers.Layer):
 class MLP(Module):
     """`layers` Dense layers of `units`, then a distribution over `shape`."""
 
-    def __init__(self, shape, layers=4, units=400, act='elu', dist='mse', min_std=0.1):
+    def __init__(
+        self,
+        shape: int | Sequence[int],
+        layers: int = 4,
+        units: int = 400,
+        act: str = 'elu',
+        dist: str = 'mse',
+        min_std: float = 0.1,
+    ) -> None:
         super().__init__()
         self._shape = (shape,) if isinstance(shape, int) else tuple(shape)
         self._layers, self._units, self._act = layers, units, get_act(act)
@@ -341,7 +388,7 @@ class MLP(Module):
         if dist not in ('mse', 'binary', 'normal', 'tanh_normal', 'trunc_normal', 'onehot'):
             dists.make(dist, None)  # raises the clear error
 
-    def __call__(self, features):
+    def __call__(self, features: tf.Tensor) -> tfd.Distribution | dists.SampleDist:
         x = tf.cast(features, dists.compute_dtype())
         for i in range(self._layers):
             x = self.get(f'dense{i}', layers.Dense, self._units, self._act)(x)

@@ -1,6 +1,9 @@
 """Adam with global-norm clipping, decoupled weight decay and a dynamic loss scale."""
 
+from __future__ import annotations
+
 import re
+from collections.abc import Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -10,7 +13,16 @@ from dreamer_core.config import ConfigError
 
 
 class Optimizer(tf.Module):
-    def __init__(self, name, lr, eps=1e-4, clip=None, wd=None, opt='adam', wd_pattern=r'.*'):
+    def __init__(
+        self,
+        name: str,
+        lr: float,
+        eps: float = 1e-4,
+        clip: float | None = None,
+        wd: float | None = None,
+        opt: str = 'adam',
+        wd_pattern: str = r'.*',
+    ) -> None:
         super().__init__(name=name)
         if opt != 'adam':
             raise ConfigError(f'{name}_opt.opt is {opt!r}: only adam is supported.')
@@ -22,11 +34,13 @@ class Optimizer(tf.Module):
             self._opt = keras.mixed_precision.LossScaleOptimizer(self._opt, dynamic=True)
 
     @property
-    def variables_list(self):
+    def variables_list(self) -> list[tf.Variable]:
         """The optimizer's own state (step, moments, loss scale) in creation order."""
         return list(self._opt.variables())
 
-    def __call__(self, tape, loss, modules):
+    def __call__(
+        self, tape: tf.GradientTape, loss: tf.Tensor, modules: tf.Module | Sequence[tf.Module]
+    ) -> dict[str, tf.Tensor]:
         """Minimise `loss` over the trainable variables of `modules`; returns metrics."""
         assert loss.dtype is tf.float32, (self._name, loss.dtype)
         assert len(loss.shape) == 0, (self._name, loss.shape)

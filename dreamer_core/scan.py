@@ -1,9 +1,18 @@
 """Scans over time: the unrolled scan of the RSSM and the lambda-returns of the critic."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import tensorflow as tf
 
+Nest = TypeVar('Nest')  # a nested structure of tensors (tf.nest)
 
-def static_scan(fn, inputs, start, reverse=False):
+
+def static_scan(
+    fn: Callable[[Nest, Any], Nest], inputs: Any, start: Nest, reverse: bool = False
+) -> Nest:
     """Unrolled scan over the leading axis of `inputs`; returns the stacked carries."""
     last = start
     outputs = [[] for _ in tf.nest.flatten(start)]
@@ -20,7 +29,13 @@ def static_scan(fn, inputs, start, reverse=False):
     return tf.nest.pack_sequence_as(start, outputs)
 
 
-def lambda_return(reward, value, pcont, bootstrap, lambda_):
+def lambda_return(
+    reward: tf.Tensor,
+    value: tf.Tensor,
+    pcont: tf.Tensor | float,
+    bootstrap: tf.Tensor,
+    lambda_: float,
+) -> tf.Tensor:
     """R_t = r_t + d_t * ((1 - lambda) v_{t+1} + lambda R_{t+1}), time-major, R_H = bootstrap."""
     assert reward.shape.ndims == value.shape.ndims, (reward.shape, value.shape)
     if isinstance(pcont, (int, float)):

@@ -1,5 +1,7 @@
 """Schedules: values that change with the training step, and every-N-steps triggers."""
 
+from __future__ import annotations
+
 import re
 
 import tensorflow as tf
@@ -7,7 +9,7 @@ import tensorflow as tf
 from dreamer_core.config import ConfigError
 
 
-def schedule(string, step):
+def schedule(string: str, step: int | tf.Tensor) -> float | tf.Tensor:
     """A constant or `linear(a,b,n)`, `warmup(n,v)`, `exp(a,b,halflife)`, `horizon(a,b,n)` of step."""
     try:
         return float(string)
@@ -43,11 +45,11 @@ def schedule(string, step):
 class Every:
     """True once every `every` steps (never when every is 0)."""
 
-    def __init__(self, every):
+    def __init__(self, every: int) -> None:
         self._every = every
         self._last = None
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> bool:
         step = int(step)
         if not self._every:
             return False

@@ -1,11 +1,18 @@
 """World model: encoder + RSSM + heads, trained with a variant's representation loss."""
 
+from __future__ import annotations
+
 import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
 from dreamer_core import dists, nets, optim
-from dreamer_core.config import ConfigError
+from dreamer_core.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from dreamer_core.variant import RepresentationLoss, Tensors
 
 CLIP_REWARDS = {'identity': tf.identity, 'tanh': tf.tanh, 'sign': tf.sign}
 
@@ -13,7 +20,13 @@ CLIP_REWARDS = {'identity': tf.identity, 'tanh': tf.tanh, 'sign': tf.sign}
 class WorldModel(tf.Module):
     """Shared DreamerV2 world model; `repr_loss` is the variant's `RepresentationLoss` class."""
 
-    def __init__(self, config, obs_shape, act_dim, repr_loss):
+    def __init__(
+        self,
+        config: Config,
+        obs_shape: Sequence[int],
+        act_dim: int,
+        repr_loss: type[RepresentationLoss],
+    ) -> None:
         super().__init__(name='wm')
         self.config = config
         self.obs_shape = tuple(obs_shape)
@@ -57,17 +70,21 @@ class WorldModel(tf.Module):
             )
 
     @property
-    def modules(self):
+    def modules(self) -> list[tf.Module]:
         return [self.encoder, self.rssm, *self.heads.values(), self.repr]
 
-    def train(self, data, state=None):
+    def train(
+        self, data: Tensors, state: Tensors | None = None
+    ) -> tuple[Tensors, dict[str, Any], Tensors]:
         with tf.GradientTape() as tape:
             model_loss, state, outputs, metrics = self.loss(data, state)
         metrics.update(self.model_opt(tape, model_loss, self.modules))
         self.repr.after_update(self.encoder)
         return state, outputs, metrics
 
-    def loss(self, data, state=None):
+    def loss(
+        self, data: Tensors, state: Tensors | None = None
+    ) -> tuple[tf.Tensor, Tensors, dict[str, Any], Tensors]:
         data = self.repr.preprocess(self.preprocess(data))
         embed = self.encoder(data)
         post, prior = self.rssm.observe(embed, data['action'], state)
@@ -92,7 +109,7 @@ class WorldModel(tf.Module):
         outputs = dict(embed=embed, feat=feat, post=post, prior=prior, data=data)
         return model_loss, last_state, outputs, metrics
 
-    def preprocess(self, obs):
+    def preprocess(self, obs: Mapping[str, tf.Tensor]) -> Tensors:
         obs = dict(obs)
         obs['image'] = tf.cast(obs['image'], dists.compute_dtype()) / 255.0 - 0.5
         if 'reward' in obs:
@@ -105,7 +122,12 @@ class WorldModel(tf.Module):
             obs['action'] = tf.cast(obs['action'], dists.compute_dtype())
         return obs
 
-    def imagine(self, policy, start, horizon):
+    def imagine(
+        self,
+        policy: Callable[[tf.Tensor], dists.tfd.Distribution],
+        start: Tensors,
+        horizon: int,
+    ) -> tuple[tf.Tensor, Tensors, tf.Tensor, tf.Tensor]:
         """Roll out `horizon` steps from every start state; time-major outputs [H, N, ...]."""
         flatten = lambda x: tf.reshape(x, [-1, *x.shape[2:]])
         state = {k: flatten(v) for k, v in start.items()}
@@ -125,11 +147,11 @@ class WorldModel(tf.Module):
             disc = self.config.discount * tf.ones(tf.shape(feats)[:-1], tf.float32)
         return feats, states, actions, disc
 
-    def report(self, data):
+    def report(self, data: Tensors) -> Tensors:
         return self.repr.report(self.preprocess(data), self)
 
 
-def rssm_settings(rssm, variant_keys):
+def rssm_settings(rssm: Mapping[str, Any], variant_keys: Iterable[str]) -> dict[str, Any]:
     """The RSSM's keyword arguments: the config's `rssm` block without the variant's keys."""
     known = set(inspect.signature(nets.RSSM.__init__).parameters) - {'self'}
     settings = {k: v for k, v in rssm.items() if k not in variant_keys}
