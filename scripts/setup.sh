@@ -2,12 +2,20 @@
 # Set up everything this project needs in ./.venv (idempotent; fast when nothing changed):
 #   - the system library for headless MuJoCo rendering (OSMesa; installed with apt when root),
 #   - a virtual environment with the pinned Python packages of requirements.txt,
-#   - tf-keras without its dependencies (else pip pulls the full 570 MB tensorflow wheel).
+#   - tf-keras without its dependencies (else pip pulls the full 570 MB tensorflow wheel),
+#   - with --ray, also the optional requirements-ray.txt (Ray, for launch.py; the tests use it).
 # On a machine with an NVIDIA GPU it installs tensorflow[and-cuda] instead of tensorflow-cpu.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
+with_ray=0
+for arg in "$@"; do
+  case "$arg" in
+    --ray) with_ray=1;;
+    *) echo "error: unknown option $arg (setup.sh takes only --ray)." >&2; exit 2;;
+  esac
+done
 
 version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 case "$version" in
@@ -51,5 +59,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   .venv/bin/python -m pip install -q --no-deps tf-keras==2.21.0
   echo "$want" > "$stamp"
+fi
+# A stamp of its own, so that a later setup without --ray does not reinstall the core packages.
+ray_stamp=.venv/.requirements-ray-stamp
+if [ "$with_ray" = 1 ] && { [ ! -f "$ray_stamp" ] || [ "$(cat "$ray_stamp")" != "$(cat requirements-ray.txt)" ]; }; then
+  echo "Installing the optional packages of requirements-ray.txt into .venv."
+  .venv/bin/python -m pip install -q -r requirements-ray.txt
+  cat requirements-ray.txt > "$ray_stamp"
 fi
 echo "Environment ready: $ROOT/.venv (activate with: source .venv/bin/activate)."
