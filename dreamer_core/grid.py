@@ -261,6 +261,20 @@ def saved_total(logdir) -> int | None:
         return None
 
 
+def wall_seconds(logdir, status=None) -> float | None:
+    """The run's wall time: from the launcher's status file, else (a run started by hand)
+    approximated from its files, first training episode to last evaluation."""
+    logdir = pathlib.Path(logdir)
+    status = read_json(logdir / STATUS) if status is None else status
+    if status and status.get('wall_s') is not None:
+        return float(status['wall_s'])
+    try:
+        first = min(p.stat().st_mtime for p in (logdir / 'train_replay').glob('*.npz'))
+        return max(0.0, (logdir / 'eval_returns.jsonl').stat().st_mtime - first)
+    except (OSError, ValueError):
+        return None
+
+
 def _alive(status) -> bool:
     """Whether the process of a `running` status is alive; trusted as is on another host."""
     if status.get('host') != socket.gethostname():
@@ -282,7 +296,7 @@ def read_state(logdir, total=None, name=None) -> State:
     evals = read_evals(logdir)
     status = read_json(logdir / STATUS) or {}
     failed = read_json(logdir / FAILED)
-    state = State(name or str(logdir), 'new', total=total, wall_s=status.get('wall_s'))
+    state = State(name or str(logdir), 'new', total=total, wall_s=wall_seconds(logdir, status))
     if evals:
         state.last_return = sum(evals[-1][1]) / max(len(evals[-1][1]), 1)
     state.frames = max(last_metric_step(logdir), evals[-1][0] if evals else 0)
@@ -520,13 +534,12 @@ def result_record(run: Run, random_return: float) -> dict:
     final = final_return(run.logdir, frames)
     if final is None:
         raise GridError(f'{run.name} has no evaluation at frame {frames}: it is not finished.')
-    status = read_json(run.logdir / STATUS) or {}
     record = {
         'variant': run.variant,
         'task': run.task,
         'seed': run.seed,
         'frames': frames,
-        'wall_s': status.get('wall_s'),
+        'wall_s': wall_seconds(run.logdir),
         'final_return': final,
         'random_return': random_return,
         'command': run.shell(base=registry.REPO),

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from dreamer_core import config as config_lib
 from dreamer_core import grid, registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -215,5 +216,93 @@ def test_learning_dry_run(tmp_path):
     lines = out.stdout.splitlines()
     assert len(lines) == 2
     assert f'--logdir {tmp_path}/dmc_cartpole_swingup/dreamer_pro/1 ' in lines[0]
-    assert '--configs defaults dmc norm_off' in lines[0] and lines[0].endswith('--steps 3000')
+    small = 'small' in config_lib.load_blocks(registry.get('dreamerpro').dir)
+    blocks = 'defaults dmc norm_off' + (' small' if small else '')
+    assert f'--configs {blocks} --steps 3000' in lines[0] and lines[0].endswith('--steps 3000')
     assert lines[1].startswith('cd ') and '/TPC && python dreamerv2/train.py' in lines[1]
+
+
+def test_wall_time_from_files_without_status(tmp_path):
+    logdir = tmp_path / 'run'
+    write_evals(logdir, [(100, [1.0])])
+    (logdir / 'train_replay').mkdir()
+    first = logdir / 'train_replay' / 'a-b-20.npz'
+    first.write_bytes(b'')
+    os.utime(first, (1000.0, 1000.0))
+    os.utime(logdir / 'eval_returns.jsonl', (1250.0, 1250.0))
+    assert grid.wall_seconds(logdir) == 250.0
+    grid.write_json(logdir / grid.STATUS, {'state': 'exited', 'wall_s': 7.0})
+    assert grid.wall_seconds(logdir) == 7.0
+
+
+# A stand-in for train.py: saves on SIGINT (after a grandchild that ignores it has started).
+FAKE_TRAIN = '''
+import signal, subprocess, sys, time
+if sys.argv[1] == 'fail':
+    print('error: something is wrong', flush=True)
+    sys.exit(3)
+subprocess.Popen([sys.executable, '-c', 'import signal, time; '
+                  'signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(300)'])
+def stop(*_):
+    print('SIGINT received; saved.', flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+print('training', flush=True)
+time.sleep(300)
+'''
+
+
+def fake_run(tmp_path, monkeypatch, mode):
+    (run,) = grid.expand(['tpc'], ['dmc_cup_catch'], [1], tmp_path, flags=['--steps', '100'])
+    script = tmp_path / 'fake_train.py'
+    script.write_text(FAKE_TRAIN)
+    monkeypatch.setattr(grid.Run, 'command', lambda self: [sys.executable, str(script), mode])
+    return run
+
+
+def test_execute_failure_writes_marker(tmp_path, monkeypatch):
+    run = fake_run(tmp_path, monkeypatch, 'fail')
+    assert grid.execute(run, attempt=2) == 3
+    failed = json.loads((run.logdir / grid.FAILED).read_text())
+    assert failed['exit_code'] == 3 and failed['attempt'] == 2
+    assert failed['tail'].endswith('error: something is wrong')
+    assert grid.read_state(run.logdir, total=100).state == 'failed'
+
+
+def test_execute_interrupt_stops_the_whole_group(tmp_path, monkeypatch):
+    import _thread
+    import signal
+    import threading
+
+    run = fake_run(tmp_path, monkeypatch, 'train')
+    log = run.logdir / grid.LOG
+
+    def interrupt():  # as Ray's cancel does: a KeyboardInterrupt in the running task
+        while 'training' not in (log.read_text() if log.exists() else ''):
+            threading.Event().wait(0.1)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    # A Ray worker blocks SIGINT and a child inherits the mask: train.py must still see it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            grid.execute(run, stop_timeout=5, poll=0.1)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    assert 'SIGINT received; saved.' in log.read_text()
+    status = json.loads((run.logdir / grid.STATUS).read_text())
+    assert status['state'] == 'stopped' and status['exit_code'] == 0
+    assert not any(
+        str(run.logdir) in p.read_text() or 'time.sleep(300)' in p.read_text()
+        for p in pathlib.Path('/proc').glob('[0-9]*/cmdline')
+        if p.exists() and _readable(p)
+    ), 'a process of the run outlived it'
+
+
+def _readable(path):
+    try:
+        path.read_text()
+        return True
+    except OSError:
+        return False
