@@ -109,7 +109,13 @@ def main(argv):
     skipped = len(runs) - len(todo)
     print(f'{len(runs)} runs: {len(todo)} to start, {skipped} done or running elsewhere.')
     if todo:
-        code = run_grid(todo, args)
+        try:
+            code = run_grid(todo, args)
+        except KeyboardInterrupt:  # while Ray was starting: nothing runs yet
+            code = 130
+        except UserError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
         if code == 130:
             return code
     final = [grid.run_state(run) for run in runs]
@@ -118,7 +124,13 @@ def main(argv):
 
 
 def start_ray(args):
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            'Ray is not installed: pip install -r requirements-ray.txt (or use --dry-run and '
+            'start the printed commands yourself).'
+        ) from None
 
     env = {'env_vars': {'PYTHONPATH': str(REPO)}}
     if args.address:
@@ -137,24 +149,28 @@ def start_ray(args):
 def run_grid(runs, args):
     """Submit every run, wait, retry failures; Ctrl-C stops them all cleanly (exit code 130)."""
     ray = start_ray(args)
-    task = ray.remote(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)(
-        grid.execute
-    )
-    submit = lambda run, attempt: task.remote(run, attempt, args.stop_timeout)
-    pending = {submit(run, 1): (run, 1) for run in runs}
-    finished = 0
+    pending, finished = {}, 0
     try:
+        options = dict(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)
+        task = ray.remote(**options)(grid.execute)
+        submit = lambda run, attempt: task.remote(run, attempt, args.stop_timeout)
+        for run in runs:
+            pending[submit(run, 1)] = (run, 1)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
                 run, attempt = pending.pop(ref)
                 code = _result(ray, ref, run, attempt)
-                if code != 0 and attempt <= args.retries:
+                state = grid.run_state(run)
+                # Exit 0 before the end: train.py was stopped by a signal (e.g. pre-emption).
+                if state.state != 'done' and attempt <= args.retries:
                     print(f'{run.name} exited with {code}: retry {attempt} of {args.retries}.')
                     pending[submit(run, attempt + 1)] = (run, attempt + 1)
                     continue
                 finished += 1
-                word = 'finished' if code == 0 else f'failed (exit {code})'
+                word = 'finished' if state.state == 'done' else f'failed (exit {code})'
+                if code == 0 and state.state != 'done':
+                    word = f'stopped at frame {state.frames} (exit 0); start again to resume'
                 print(f'[{finished}/{len(runs)}] {run.name} {word}.', flush=True)
     except KeyboardInterrupt:
         _stop_all(ray, pending, args.stop_timeout)
