@@ -1,10 +1,12 @@
 """Finished episodes stored as compressed .npz files, reloaded on restart, sampled as windows."""
 
+import collections
 import datetime
 import pathlib
 import threading
 import uuid
 import warnings
+import zipfile
 
 import numpy as np
 
@@ -16,6 +18,61 @@ def load_episode(path):
     """Read every array of one .npz episode into memory (so corruption surfaces here)."""
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
+
+
+def inspect_episode(path):
+    """{key: (dtype, rows, per-step shape)} of an .npz episode, read from the array headers
+    only (cheap: nothing is decompressed beyond each header)."""
+    spec = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if not name.endswith('.npy'):
+                raise ValueError(f'the archive holds {name!r}, which is not an array')
+            with archive.open(name) as member:
+                version = np.lib.format.read_magic(member)
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read(member)
+            if not shape:
+                raise ValueError(f'array {name[:-4]!r} is a scalar, not one row per step')
+            spec[name[:-4]] = (dtype, shape[0], tuple(shape[1:]))
+    return spec
+
+
+def _validate_spec(spec, source):
+    """The same rules as _validate, on the headers of inspect_episode."""
+    if 'action' not in spec:
+        raise ValueError(f'{source}: the episode has no "action" key (keys: {sorted(spec)}).')
+    rows = {key: value[1] for key, value in spec.items()}
+    if len(set(rows.values())) != 1:
+        raise ValueError(
+            f'{source}: all arrays need the same first dimension (one row per step), '
+            f'got rows {rows}.'
+        )
+    if rows['action'] < 2:
+        raise ValueError(
+            f'{source}: an episode needs at least 2 rows (reset + one step), got {rows["action"]}.'
+        )
+    objects = [key for key, value in spec.items() if value[0].hasobject]
+    if objects:
+        raise ValueError(f'{source}: arrays {objects} hold Python objects, not numbers.')
+    return spec
+
+
+def _signature(spec):
+    """What all episodes of one replay share: keys, dtypes and per-step shapes."""
+    return tuple(sorted((key, np.dtype(d).str, shape) for key, (d, _, shape) in spec.items()))
+
+
+def _describe(signature):
+    return '{' + ', '.join(f'{k}: {np.dtype(d).name}{list(s)}' for k, d, s in signature) + '}'
+
+
+def _warn(message):
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def episode_length(episode):
@@ -45,14 +102,6 @@ def _validate(episode, source):
     return episode
 
 
-def _length_from_name(path):
-    """The step count encoded as the last '-' field of `{timestamp}-{uuid}-{length}.npz`."""
-    try:
-        return int(pathlib.Path(path).stem.rsplit('-', 1)[-1])
-    except ValueError:
-        return None
-
-
 def _timestamp():
     return datetime.datetime.now().strftime('%Y%m%dT%H%M%S')
 
@@ -77,6 +126,7 @@ class Replay:
         self._lock = threading.Lock()
         self._episodes = []  # oldest first
         self._eligible = {}  # window length -> indices of episodes long enough
+        self._reference = None  # the keys, dtypes and step shapes every episode must have
         self.num_steps = 0
         self.total_steps = 0
         self.total_episodes = 0
@@ -93,51 +143,108 @@ class Replay:
     def _load(self):
         for stale in self._directory.glob('.*.tmp'):  # left by a run killed mid-write
             stale.unlink(missing_ok=True)
-        paths = sorted(self._directory.glob('*.npz'))
-        self.total_episodes = len(paths)
-        self.total_steps = sum(_length_from_name(p) or 0 for p in paths)
+        usable = self._usable_files(sorted(self._directory.glob('*.npz'), reverse=True))
+        # Only files that pass every check count: a skipped file holds no steps, so prefill
+        # and the resumed step counter never rely on it.
         loaded = []
-        for path in reversed(paths):  # newest first
+        for path, length in usable:  # newest first
+            if self._capacity and loaded and self.num_steps + length > self._capacity:
+                self._count(length)  # on disk and checked, beyond what memory keeps
+                continue
             episode = self._read(path)
             if episode is None:
                 continue
-            length = episode_length(episode)
-            if self._capacity and loaded and self.num_steps + length > self._capacity:
-                break
-            if _length_from_name(path) is None:
-                self.total_steps += length
             loaded.append(episode)
             self.num_steps += length
+            self._count(length)
         self._episodes = loaded[::-1]
+
+    def _count(self, length):
+        self.total_steps += length
+        self.total_episodes += 1
+
+    def _usable_files(self, paths):
+        """(path, length) of every file whose array headers make a usable episode.
+
+        Unreadable files and files unlike the others (another image shape, dtype or set of keys)
+        are skipped with a warning; when no file fits the config's observations at all, the
+        logdir belongs to another config and that is a ReplayError.
+        """
+        specs, refused = {}, []
+        for path in paths:
+            spec = self._inspect(path)
+            if spec is None:
+                continue
+            problem = self._obs_problem(spec, f'Replay file {path}')
+            if problem:
+                refused.append(problem)
+            else:
+                specs[path] = spec
+        if refused and not specs:
+            raise ReplayError(refused[0])
+        for problem in refused:
+            _warn(f'Skipping replay file: {problem}')
+        common = collections.Counter(_signature(s) for s in specs.values()).most_common(1)
+        self._reference = common[0][0] if common else None
+        usable = []
+        for path, spec in specs.items():
+            if _signature(spec) != self._reference:
+                _warn(
+                    f'Skipping replay file {path}: its arrays {_describe(_signature(spec))} '
+                    f'differ from those of the other episodes, {_describe(self._reference)}.'
+                )
+                continue
+            usable.append((path, spec['action'][1] - 1))
+        return usable
+
+    def _inspect(self, path):
+        """The file's {key: (dtype, rows, step shape)} from its headers, or None with a warning."""
+        try:
+            return _validate_spec(inspect_episode(path), str(path))
+        except Exception as error:  # any unreadable file: keep it for inspection, go on
+            _warn(f'Skipping unreadable replay file {path}: {type(error).__name__}: {error}')
+            return None
 
     def _read(self, path):
         """One episode from disk, or None (with a warning) when the file cannot be used."""
         try:
             episode = _validate(load_episode(path), str(path))
-        except Exception as error:  # any unreadable file: keep it for inspection, go on
-            warnings.warn(
-                f'Skipping unreadable replay file {path}: {type(error).__name__}: {error}',
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        except Exception as error:  # e.g. a corrupt block the headers did not show
+            _warn(f'Skipping unreadable replay file {path}: {type(error).__name__}: {error}')
             return None
-        self._check_shapes(episode, f'Replay file {path}')
         return episode
 
-    def _check_shapes(self, episode, source):
+    def _obs_problem(self, spec, source):
+        """Why the observations of `spec` do not fit the config, or None."""
         for key, expected in self._obs_shapes.items():
-            if key not in episode:
-                raise ReplayError(
-                    f'{source} has no "{key}" array (keys: {sorted(episode)}); '
+            if key not in spec:
+                return (
+                    f'{source} has no "{key}" array (keys: {sorted(spec)}); '
                     f'the config expects observations {self._obs_shapes}.'
                 )
-            found = episode[key].shape[1:]
+            dtype, _, found = spec[key]
             if found != expected:
-                raise ReplayError(
+                return (
                     f'{source} stores "{key}" with per-step shape {found}, but the config '
                     f'expects {expected}. The config probably changed since this logdir was '
                     f'written (e.g. image_size or grayscale); use a new logdir.'
                 )
+            if dtype != np.uint8:
+                return f'{source} stores "{key}" as {dtype}; observations are uint8 images.'
+        return None
+
+    def _check_shapes(self, episode, source):
+        spec = {key: (value.dtype, len(value), value.shape[1:]) for key, value in episode.items()}
+        problem = self._obs_problem(spec, source)
+        if problem:
+            raise ReplayError(problem)
+        signature = _signature(spec)
+        if self._reference is not None and signature != self._reference:
+            raise ReplayError(
+                f'{source} has arrays {_describe(signature)}, but this replay holds '
+                f'{_describe(self._reference)}; one logdir must hold one kind of episode.'
+            )
+        self._reference = signature
 
     def add(self, episode):
         """Write a finished episode to disk atomically, keep it in memory, return its path."""

@@ -288,3 +288,86 @@ def test_no_warnings_on_clean_reload(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert Replay(tmp_path).num_episodes == 1
+
+
+def bad_files(folder, good):
+    """One file of each kind a crash or a stray copy leaves, all named like real episodes."""
+    episode = load_episode(good)
+    name = lambda tag: folder / f'20200101T0000{tag}-{"f" * 32}-5.npz'
+    data = good.read_bytes()
+    files = {
+        'wrong keys': name('01'),
+        'truncated': name('02'),
+        'zero bytes': name('03'),
+        'directory': name('04'),
+        'wrong dtype': name('05'),
+        'other image shape': name('06'),
+        'not an archive': name('07'),
+        'action as float64': name('08'),
+    }
+    np.savez_compressed(files['wrong keys'], frames=np.zeros((6, 4)))
+    files['truncated'].write_bytes(data[: len(data) // 2])
+    files['zero bytes'].write_bytes(b'')
+    files['directory'].mkdir()
+    np.savez_compressed(files['wrong dtype'], **{**episode, 'image': episode['image'] / 255})
+    np.savez_compressed(files['other image shape'], **make_episode(5, image_size=8))
+    files['not an archive'].write_text('episode copied by hand\n')
+    action = episode['action'].astype(np.float64)
+    np.savez_compressed(files['action as float64'], **{**episode, 'action': action})
+    return files
+
+
+def test_every_kind_of_bad_file_is_skipped_and_counts_for_nothing(tmp_path, clock):
+    writer = Replay(tmp_path)
+    good = [writer.add(make_episode(4, start=100 * i)) for i in range(3)]
+    files = bad_files(tmp_path, good[0])
+    with pytest.warns(RuntimeWarning) as record:
+        restarted = Replay(tmp_path, obs_shapes={'image': (4, 4, 3)})
+    messages = [str(w.message) for w in record]
+    for kind, path in files.items():
+        assert sum(path.name in m for m in messages) == 1, (kind, messages)
+    assert not any(path.name in m for path in good for m in messages)
+    # Only the three good episodes count: the bad files' names claim 5 steps each.
+    assert (restarted.total_steps, restarted.total_episodes) == (12, 3)
+    assert (restarted.num_steps, restarted.num_episodes) == (12, 3)
+    assert in_memory_step_starts(restarted) == [0, 100, 200]
+    assert all(path.exists() for path in files.values())  # kept for inspection
+    # The episodes sampled and added afterwards are the good kind.
+    assert restarted.sample(2, 3, False)['image'].dtype == np.uint8
+    restarted.add(make_episode(4, start=300))
+    with pytest.raises(ValueError, match='one kind of episode'):
+        restarted.add({**make_episode(4), 'action': np.zeros((5, 2), np.float64)})
+
+
+def test_bad_files_beyond_capacity_are_checked_too(tmp_path, clock):
+    writer = Replay(tmp_path)
+    good = [writer.add(make_episode(4, start=100 * i)) for i in range(3)]
+    bad = tmp_path / f'20200101T000000-{"f" * 32}-5.npz'  # oldest: not kept in memory
+    bad.write_bytes(good[0].read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match='Skipping unreadable replay file'):
+        restarted = Replay(tmp_path, capacity=4)
+    assert (restarted.total_steps, restarted.total_episodes) == (12, 3)
+    assert restarted.num_steps == 4
+
+
+def test_corrupt_data_behind_good_headers_counts_for_nothing(tmp_path, clock):
+    writer = Replay(tmp_path)
+    good = writer.add(make_episode(4, start=0))
+    damaged = writer.add(make_episode(6, start=100))
+    data = bytearray(damaged.read_bytes())
+    # Flip bytes in the middle of the compressed image data; the zip directory stays intact.
+    data[len(data) // 3 : len(data) // 3 + 64] = bytes(64)
+    damaged.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match=damaged.name):
+        restarted = Replay(tmp_path)
+    assert (restarted.total_steps, restarted.total_episodes) == (4, 1)
+    assert in_memory_step_starts(restarted) == [0]
+    assert good.exists()
+
+
+def test_all_files_of_another_image_shape_are_refused(tmp_path, clock):
+    writer = Replay(tmp_path)
+    for i in range(2):
+        writer.add(make_episode(4, start=100 * i, image_size=8))
+    with pytest.raises(replay_module.ReplayError, match=r'per-step shape \(8, 8, 3\).*\(4, 4, 3\)'):
+        Replay(tmp_path, obs_shapes={'image': (4, 4, 3)})
