@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 
+from dreamer_core import checks, faults, registry
 from dreamer_core import config as config_lib
 from dreamer_core import envs as envs_lib
-from dreamer_core import faults, registry
 from dreamer_core.errors import UserError
 from dreamer_core.logger import Logger, progress
 from dreamer_core.replay import Replay
@@ -48,8 +48,8 @@ def main(argv: list[str], variant: str | registry.Variant) -> int:
     try:
         variant = registry.get(variant)
         config = config_lib.load(argv, variant.dir)
+        checks.check(config.to_dict())
         envs_lib.validate_task(config.task)
-        check_config(config)
         logdir = prepare_logdir(config.logdir)
         return run(config, logdir, variant)
     except UserError as e:
@@ -58,23 +58,6 @@ def main(argv: list[str], variant: str | registry.Variant) -> int:
     except Diverged as e:
         print(f'error: {e} The last good checkpoint in {config.logdir} is kept.', file=sys.stderr)
         return 1
-
-
-def check_config(config) -> None:
-    """Relations between values that no single key's type can express."""
-    steps = config_lib.agent_steps(config)
-    if config.precision not in (16, 32):
-        raise config_lib.ConfigError(f'precision is {config.precision}: use 16 or 32.')
-    if steps.time_limit and config.replay_size < steps.time_limit:
-        raise config_lib.ConfigError(
-            f'replay_size ({config.replay_size} steps) is smaller than one episode '
-            f'({steps.time_limit} steps after action repeat): raise --replay_size.'
-        )
-    if config.dataset.length > steps.time_limit > 0:
-        raise config_lib.ConfigError(
-            f'dataset.length ({config.dataset.length}) is longer than an episode '
-            f'({steps.time_limit} steps after action repeat): lower --dataset.length.'
-        )
 
 
 def prepare_logdir(logdir) -> pathlib.Path:
@@ -192,6 +175,7 @@ class Loop:
         self.phase = 'prefill'
         self.progress = None
         self.last_eval_frame = self._read_last_eval_frame()
+        self.evaluates = config.eval_eps > 0  # eval_eps 0: no evaluation episodes at all
         self.metrics = collections.defaultdict(list)
         self.updates = 0
         self.skipped_in_a_row = 0
@@ -282,7 +266,7 @@ class Loop:
             self.progress.close()
             self.progress = None
             self.train_driver.reset()
-        if not self.eval_replay.total_episodes:
+        if self.evaluates and not self.eval_replay.total_episodes:
             self.eval_driver(RandomAgent(act_space, self.config.seed + 1), episodes=1)
             self.eval_driver.reset()
 
@@ -291,7 +275,8 @@ class Loop:
         self.agent = agent
         self.step = self._step  # The agent's step follows the loop's from here on.
         self.train_data = iter(self.train_replay.dataset(**self.config.dataset))
-        self.eval_data = iter(self.eval_replay.dataset(**self.config.dataset))
+        if self.evaluates:
+            self.eval_data = iter(self.eval_replay.dataset(**self.config.dataset))
         # One update creates every variable, optimizer state included (as DreamerV2 does);
         # a resumed run then overwrites them all from its checkpoint.
         self.update()
@@ -368,7 +353,8 @@ class Loop:
         policy = lambda obs, state: self.agent.policy(obs, state, mode='train')
         while self.step < total:
             self.logger.write(self.step)
-            if self.last_eval_frame != self.frames:  # e.g. the final one of a finished run
+            # Not when this frame has its evaluation already (e.g. a resumed finished run).
+            if self.evaluates and self.last_eval_frame != self.frames:
                 print('Start evaluation.')
                 self.evaluate()
                 self.check_stop()
@@ -378,7 +364,7 @@ class Loop:
         if self.progress is not None:
             self.progress.close()
             self.progress = None
-        if self.last_eval_frame != self.frames:
+        if self.evaluates and self.last_eval_frame != self.frames:
             print('Final evaluation.')
             self.evaluate()
             self.save()

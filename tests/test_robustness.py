@@ -414,6 +414,21 @@ CONFIG_ERRORS = {
         ('defaults', 'dmc'),
         ['replay_size (5 steps) is smaller than one episode (10 steps', 'raise --replay_size'],
     ),
+    'value out of range': (
+        ['--steps', '-5'],
+        ('defaults', 'dmc'),
+        ['steps is -5 (out of range); allowed: an int >= 1', 'Fix: --steps'],
+    ),
+    'scalar where a pair is expected': (
+        ['--image_size', '64'],
+        ('defaults', 'dmc'),
+        ['image_size is [64] (wrong length); allowed: 2 ints >= 1', 'Fix: --image_size 64,64'],
+    ),
+    'relation between keys': (
+        ['--prefill', '10'],
+        ('defaults', 'dmc'),
+        ['prefill (10 frames) is shorter than one episode (20 frames)', 'Fix: --prefill 20'],
+    ),
 }
 
 
@@ -436,8 +451,8 @@ def config_error_runs(tmp_path_factory):
 def test_config_errors_exit_2_before_writing_anything(config_error_runs, case):
     parent, result = config_error_runs[case]
     assert result.returncode == 2, output(result)
+    assert result.stderr.count('\n') == 1, output(result)  # one line, nothing else
     assert last_line(result.stderr).startswith('error: '), output(result)
-    assert 'Traceback' not in result.stderr
     for text in CONFIG_ERRORS[case][2]:
         assert text in result.stderr, output(result)
     assert os.listdir(parent) == []  # no logdir created
