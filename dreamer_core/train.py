@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from dreamer_core import checks, faults, registry
+from dreamer_core import checks, faults, identity, registry, runlock
 from dreamer_core import config as config_lib
 from dreamer_core import envs as envs_lib
 from dreamer_core.errors import UserError
@@ -50,7 +50,10 @@ def main(argv: list[str], variant: str | registry.Variant) -> int:
         config = config_lib.load(argv, variant.dir)
         checks.check(config.to_dict())
         envs_lib.validate_task(config.task)
+        for key, (old, new) in identity.check(config, variant.name, config.logdir).items():
+            print(f'Changed on resume (--allow_changed_config): {key} {old!r} -> {new!r}.')
         logdir = prepare_logdir(config.logdir)
+        runlock.acquire(logdir)
         return run(config, logdir, variant)
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
