@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from dreamer_core import checks, faults, identity, registry, runlock
+from dreamer_core import checks, faults, identity, registry, runlock, tferrors
 from dreamer_core import config as config_lib
 from dreamer_core import envs as envs_lib
 from dreamer_core.errors import UserError
@@ -277,9 +277,9 @@ class Loop:
         """Attach the agent: one update creates its variables; then resume or pretrain."""
         self.agent = agent
         self.step = self._step  # The agent's step follows the loop's from here on.
-        self.train_data = iter(self.train_replay.dataset(**self.config.dataset))
+        self.train_data = tferrors.Batches(self.train_replay.dataset(**self.config.dataset))
         if self.evaluates:
-            self.eval_data = iter(self.eval_replay.dataset(**self.config.dataset))
+            self.eval_data = tferrors.Batches(self.eval_replay.dataset(**self.config.dataset))
         # One update creates every variable, optimizer state included (as DreamerV2 does);
         # a resumed run then overwrites them all from its checkpoint.
         self.update()
