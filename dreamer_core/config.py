@@ -108,7 +108,7 @@ class Config(collections.abc.Mapping):
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = _dump_yaml(self.to_dict())
-        fileio.atomic_write(path, lambda file: file.write(text), mode='w')
+        fileio.atomic_write(path, lambda file: file.write(text), mode='w', kill_point='config')
 
     def replace(self, **updates) -> 'Config':
         """A new Config with the given top-level keys replaced."""

@@ -12,7 +12,8 @@ def atomic_write(path, write, mode='wb', tmp=None, kill_point=None):
 
     The temporary name (`tmp`, or a hidden `.<name>.*.tmp`) never looks like the final file, so a
     half-written one is never loaded; it is removed if the write fails. `kill_point` names the
-    fault-injection point between the write and the rename (dreamer_core/faults.py).
+    fault-injection point (dreamer_core/faults.py): a kill between the write and the rename,
+    or a full disk during the write.
     """
     path = pathlib.Path(path)
     if tmp is None:
@@ -23,6 +24,8 @@ def atomic_write(path, write, mode='wb', tmp=None, kill_point=None):
     try:
         with file:
             write(file)
+            if kill_point:
+                faults.fail_point(kill_point, path)
             file.flush()
             os.fsync(file.fileno())
         if kill_point:

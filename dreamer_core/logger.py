@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from dreamer_core import faults
+
 OUTPUTS = ('terminal', 'jsonl', 'tensorboard')
 VIDEO_FPS = 20
 
@@ -131,12 +133,14 @@ class Logger:
 
     def _write_jsonl(self, frames):
         if self._scalars:
+            faults.fail_point('metrics', self._logdir / 'metrics.jsonl')
             with (self._logdir / 'metrics.jsonl').open('a') as file:
                 file.write(json.dumps({'step': frames, **self._scalars}) + '\n')
 
     def _write_tensorboard(self, frames):
         import tensorflow as tf  # lazily: terminal and jsonl logging work without TensorFlow
 
+        faults.fail_point('tensorboard', self._logdir)
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(str(self._logdir), max_queue=1000)
         with self._writer.as_default():

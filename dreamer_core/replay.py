@@ -42,23 +42,20 @@ def inspect_episode(path):
     return spec
 
 
-def _validate_spec(spec, source):
+def _validate_spec(spec):
     """The same rules as _validate, on the headers of inspect_episode."""
     if 'action' not in spec:
-        raise ValueError(f'{source}: the episode has no "action" key (keys: {sorted(spec)}).')
+        raise ValueError(f'the episode has no "action" array (arrays: {sorted(spec)}).')
     rows = {key: value[1] for key, value in spec.items()}
     if len(set(rows.values())) != 1:
-        raise ValueError(
-            f'{source}: all arrays need the same first dimension (one row per step), '
-            f'got rows {rows}.'
-        )
+        raise ValueError(f'the arrays have different numbers of rows: {rows}.')
     if rows['action'] < 2:
         raise ValueError(
-            f'{source}: an episode needs at least 2 rows (reset + one step), got {rows["action"]}.'
+            f'an episode needs at least 2 rows (reset + one step), got {rows["action"]}.'
         )
     objects = [key for key, value in spec.items() if value[0].hasobject]
     if objects:
-        raise ValueError(f'{source}: arrays {objects} hold Python objects, not numbers.')
+        raise ValueError(f'arrays {objects} hold Python objects, not numbers.')
     return spec
 
 
@@ -200,7 +197,7 @@ class Replay:
     def _inspect(self, path):
         """The file's {key: (dtype, rows, step shape)} from its headers, or None with a warning."""
         try:
-            return _validate_spec(inspect_episode(path), str(path))
+            return _validate_spec(inspect_episode(path))
         except Exception as error:  # any unreadable file: keep it for inspection, go on
             _warn(f'Skipping unreadable replay file {path}: {type(error).__name__}: {error}')
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 import pathlib
@@ -61,6 +62,22 @@ def main(argv: list[str], variant: str | registry.Variant) -> int:
     except Diverged as e:
         print(f'error: {e} The last good checkpoint in {config.logdir} is kept.', file=sys.stderr)
         return 1
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        print(f'error: {disk_full_message(e, config.logdir)}', file=sys.stderr)
+        return 1
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(error, logdir):
+    return (
+        f'{error.strerror} while writing {error.filename}. Free space there, then run the same '
+        f'command to resume: the last good checkpoint and every stored episode in {logdir} are '
+        'kept.'
+    )
 
 
 def prepare_logdir(logdir) -> pathlib.Path:
@@ -294,6 +311,7 @@ class Loop:
             bar = progress(self.config.pretrain, 'pretrain', 'updates')
             for _ in range(self.config.pretrain):
                 self.update()
+                faults.kill_point('pretrain')
                 self.check_stop()
                 bar.update(1)
             bar.close()
@@ -326,6 +344,7 @@ class Loop:
 
     def evaluate(self):
         """`eval_eps` episodes with the policy's mode; returns their returns (logged too)."""
+        faults.kill_point('eval')
         self.logger.add(self.agent.report(next(self.eval_data)), prefix='eval')
         policy = lambda obs, state: self.agent.policy(obs, state, mode='eval')
         episodes = self.eval_driver(policy, episodes=self.config.eval_eps)
