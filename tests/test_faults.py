@@ -95,6 +95,13 @@ def test_disk_full_at_each_write_before_the_first_save_then_resume(tmp_path):
         if name == 'disk full: checkpoint':
             assert 'Saved checkpoint' not in result.stdout
             assert not (logdir / 'variables.npz').exists()
+    # A broken checkpoint left by hand (e.g. a partial copy) is refused with the way out.
+    (logdir / 'variables.npz').write_bytes(b'PK\x03\x04 not a whole archive')
+    refused = train(logdir, '--pretrain', '1')
+    assert refused.returncode == 2, output(refused)
+    assert last_line(refused.stderr).startswith('error: Cannot read checkpoint'), output(refused)
+    assert 'Delete it to start the agent from scratch (replay is kept)' in refused.stderr
+    (logdir / 'variables.npz').unlink()
     resumed = train(logdir, '--pretrain', '1')
     assert resumed.returncode == 0, output(resumed)
     assert f'Finished {faultcases.STEPS} frames.' in resumed.stdout
