@@ -327,7 +327,7 @@ def stub_loop(results, step=50):
     # Loop.update only needs these attributes; __init__ would build drivers and take signals.
     loop = train_lib.Loop.__new__(train_lib.Loop)
     loop.config = types.SimpleNamespace(action_repeat=ACTION_REPEAT)
-    loop.step = train_lib.Counter(step)
+    loop._step = step  # agent steps; Loop.frames multiplies by the action repeat
     loop.agent = StubAgent(results)
     loop.train_data = iter(lambda: {}, None)
     loop.metrics = collections.defaultdict(list)
