@@ -56,7 +56,8 @@ CASES = [
         'SIGINT in pretrain', {'DREAMER_KILL_AT': 'pretrain:1:SIGINT'}, 0, '', ('--pretrain', '3')
     ),
     Case('SIGTERM in evaluation', {'DREAMER_KILL_AT': 'eval:1:SIGTERM'}, 0, ''),
-    Case('SIGINT in training', {'DREAMER_KILL_AT': 'train:2:SIGINT'}, 0, ''),
+    # Update 1 builds the agent, update 2 is the pretraining one: update 3 is in training.
+    Case('SIGINT in training', {'DREAMER_KILL_AT': 'train:3:SIGINT'}, 0, ''),
     # The first save (at 80 frames) must not be the last, or the run just finishes.
     Case(
         'SIGTERM while saving',
