@@ -112,6 +112,7 @@ RULES = {
     'dataset.length': POSITIVE_INT,
     'precision': Choice(16, 32),
     'max_videos': POSITIVE_INT,
+    'threads': Number(int, 0, note="TensorFlow's threads; 0 = its default"),
     'train_every': POSITIVE_INT,
     'train_steps': POSITIVE_INT,
     'pretrain': COUNT,

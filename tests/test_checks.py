@@ -86,7 +86,14 @@ def assert_names_the_problem(message, key, value, rule):
 
 @pytest.mark.parametrize('variant', list(VARIANTS))
 @pytest.mark.parametrize(
-    'blocks', [('defaults',), ('defaults', 'dmc'), ('defaults', 'atari'), ('defaults', 'debug')]
+    'blocks',
+    [
+        ('defaults',),
+        ('defaults', 'dmc'),
+        ('defaults', 'dmc', 'small'),
+        ('defaults', 'atari'),
+        ('defaults', 'debug'),
+    ],
 )
 def test_every_shipped_block_passes(variant, blocks):
     checks.check(raw_values(VARIANTS[variant], blocks))
