@@ -106,8 +106,8 @@ def test_regex_key_sets_every_match_and_nothing_else(tmp_path):
 
 
 def test_nested_dict_value_updates_only_named_fields(tmp_path):
-    folder = make_variant(tmp_path, "small: {rssm: {hidden: 123}, dataset: {batch: 7}}\n")
-    config = load(['--configs', 'defaults', 'small'], folder)
+    folder = make_variant(tmp_path, "narrow: {rssm: {hidden: 123}, dataset: {batch: 7}}\n")
+    config = load(['--configs', 'defaults', 'narrow'], folder)
     defaults = load_blocks(folder)['defaults']
     assert config.rssm.hidden == 123 and config.dataset.batch == 7
     assert config.rssm.deter == defaults['rssm']['deter']
