@@ -170,30 +170,35 @@ def is_numeric(value):
     return isinstance(value, numbers.Real)
 
 
-def rule_for(key):
-    if key in RULES:
-        return RULES[key]
-    for pattern, rule in RULES.items():
-        if fnmatch.fnmatchcase(key, pattern):
-            return rule
+def rule_for(key, extra=()):
+    """The rule of `key`: the variant's own (`extra`, pairs of key or pattern and rule) first."""
+    for rules in (dict(extra), RULES):
+        if key in rules:
+            return rules[key]
+        for pattern, rule in rules.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                return rule
     return None
 
 
-def check(config):
-    """Raise ConfigError for the first value or relation of `config` (a nested dict) that fails."""
+def check(config, extra=()):
+    """Raise ConfigError for the first value or relation of `config` (a nested dict) that fails.
+
+    `extra` holds the rules of a variant's own keys (its registry entry's `rules`).
+    """
     for key, value in leaves(config):
-        check_value(key, value)
+        check_value(key, value, extra)
     for relation in RELATIONS:
         relation(config)
 
 
-def check_value(key, value):
-    rule = rule_for(key)
+def check_value(key, value, extra=()):
+    rule = rule_for(key, extra)
     if rule is None:
         if is_numeric(value):
             raise ConfigError(
-                f'{key} is {value!r} but has no declared range; add a rule for it to '
-                'dreamer_core/checks.py.'
+                f'{key} is {value!r} but has no declared range; declare one in the variant\'s '
+                'registry entry (rules) or, for a core key, in dreamer_core/checks.py.'
             )
         return
     problem = rule.problem(value)

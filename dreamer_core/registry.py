@@ -35,6 +35,8 @@ class Variant:
     published:  method names of its curves in the original repository's plots.
     standard:   the blocks of its published standard-DMC runs.
     natural:    the blocks and flags of its published natural-background runs.
+    rules:      (key or pattern, rule) pairs: the ranges of its own numeric config keys that
+                dreamer_core/checks.py does not declare (e.g. `checks.Number(int, 1)`).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Variant:
     published: tuple[str, ...] = ()
     standard: tuple[str, ...] = ('defaults', 'dmc')
     natural: tuple[str, ...] = ('defaults', 'dmc', 'reward_1000')
+    rules: tuple = ()
 
     @property
     def root(self) -> pathlib.Path:

@@ -49,7 +49,7 @@ def main(argv: list[str], variant: str | registry.Variant) -> int:
     try:
         variant = registry.get(variant)
         config = config_lib.load(argv, variant.dir)
-        checks.check(config.to_dict())
+        checks.check(config.to_dict(), variant.rules)
         envs_lib.validate_task(config.task)
         for key, (old, new) in identity.check(config, variant.name, config.logdir).items():
             print(f'Changed on resume (--allow_changed_config): {key} {old!r} -> {new!r}.')

@@ -282,6 +282,8 @@ def test_execute_interrupt_stops_the_whole_group(tmp_path, monkeypatch):
             threading.Event().wait(0.1)
         _thread.interrupt_main()
 
+    # Python's own handler, whatever an earlier test in this process installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt, daemon=True).start()
     # A Ray worker blocks SIGINT and a child inherits the mask: train.py must still see it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -290,6 +292,7 @@ def test_execute_interrupt_stops_the_whole_group(tmp_path, monkeypatch):
             grid.execute(run, stop_timeout=5, poll=0.1)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
     assert 'SIGINT received; saved.' in log.read_text()
     status = json.loads((run.logdir / grid.STATUS).read_text())
     assert status['state'] == 'stopped' and status['exit_code'] == 0

@@ -43,6 +43,17 @@ class FakeAgent:
         self.loaded += 1
 
 
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    """The Loop takes SIGINT and SIGTERM; give them back to the test process afterwards."""
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 def make_loop(tmp_path, steps=100):
     argv = ['--configs', 'defaults', 'dmc', '--action_repeat', str(REPEAT), '--train_every', '2']
     argv += ['--dataset.batch', '2', '--dataset.length', '4', '--prefill', '40', '--eval_eps', '2']

@@ -68,8 +68,9 @@ def test_train_on_natural_backgrounds(tmp_path, folders, variant):
         configs=('defaults', 'dmc', 'reward_1000'),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    # 160 frames of 40-frame episodes: 4 training episodes; 1 random + 1 evaluation episode.
+    # 160 frames of 40-frame episodes: 4 training episodes; 1 random evaluation episode, then
+    # one at frame 80 and one in the final evaluation at frame 160.
     assert check_replay(logdir / 'train_replay', TRAIN) == 4
-    assert check_replay(logdir / 'eval_replay', TEST) == 2
+    assert check_replay(logdir / 'eval_replay', TEST) == 3
     evals = [row for row in metrics(logdir) if 'eval_return' in row]
     assert evals and all(np.isfinite(row['eval_return']) for row in evals)

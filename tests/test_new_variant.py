@@ -56,11 +56,18 @@ import sys
 
 sys.path.insert(0, {repo!r})
 
-from dreamer_core import registry, train
+from dreamer_core import checks, registry, train
 
 HERE = pathlib.Path(__file__).resolve().parent
 registry.register(
-    registry.Variant('latent', str(HERE.parent), 'latent_loss:LatentLoss', 'latent', 'Latent')
+    registry.Variant(
+        'latent',
+        str(HERE.parent),
+        'latent_loss:LatentLoss',
+        'latent',
+        'Latent',
+        rules=(('latent.units', checks.Number(int, 1)),),
+    )
 )
 
 if __name__ == '__main__':
@@ -99,4 +106,6 @@ def test_fourth_variant_config_error_is_one_line(tmp_path):
     cmd += ['--configs', 'defaults', 'dmc', *TINY, '--latent.units', '0']
     result = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2
-    assert result.stderr.strip() == 'error: latent.units is 0: use 1 or more.'
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: latent.units is 0 (out of range)')
+    assert not (tmp_path / 'log').exists()  # refused before anything is written
