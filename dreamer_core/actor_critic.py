@@ -18,14 +18,12 @@ if TYPE_CHECKING:
     RewardFn = Callable[[tf.Tensor, Tensors, tf.Tensor], tf.Tensor]
 
 
+TASK = 'task_behavior'  # the module name of the task behaviour (the exploration one differs)
+
+
 class ActorCritic(tf.Module):
     def __init__(
-        self,
-        config: Config,
-        act_dim: int,
-        discrete: bool,
-        step: tf.Variable,
-        name: str = 'task_behavior',
+        self, config: Config, act_dim: int, discrete: bool, step: tf.Variable, name: str = TASK
     ) -> None:
         super().__init__(name=name)
         self.config = config

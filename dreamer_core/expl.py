@@ -19,15 +19,9 @@ tfd = dists.tfd
 
 
 class Random(tf.Module):
-    def __init__(
-        self,
-        config: Config,
-        act_dim: int,
-        discrete: bool,
-        step: tf.Variable,
-        wm: WorldModel,
-        reward: RewardFn,
-    ) -> None:
+    """Uniformly random actions; learns nothing."""
+
+    def __init__(self, config: Config, act_dim: int, discrete: bool, *_: Any) -> None:
         super().__init__(name='random')
         self._act_dim, self._discrete = act_dim, discrete
 
@@ -41,8 +35,14 @@ class Random(tf.Module):
         return {}
 
 
-class Plan2Explore(tf.Module):
-    """Intrinsic reward = log std of an ensemble predicting the next latent (disagreement)."""
+class Intrinsic(tf.Module):
+    """An actor-critic trained in imagination on an intrinsic reward (plus a scaled task reward).
+
+    Subclasses build their reward model in `_build`, fit it in `_fit`, and score imagined states
+    in `_intrinsic`.
+    """
+
+    NAME = 'intrinsic'
 
     def __init__(
         self,
@@ -53,25 +53,60 @@ class Plan2Explore(tf.Module):
         wm: WorldModel,
         reward: RewardFn,
     ) -> None:
-        super().__init__(name='plan2explore')
+        super().__init__(name=self.NAME)
         self.config, self.wm, self.reward = config, wm, reward
+        self._build(config)
         self.ac = ActorCritic(config, act_dim, discrete, step, name='expl_behavior')
         self.actor = self.ac.actor
-        rssm = config.rssm
-        stoch = rssm.stoch * (rssm.discrete or 1)
-        sizes = {'stoch': stoch, 'deter': rssm.deter, 'feat': stoch + rssm.deter}
-        if config.disag_target not in sizes:
-            raise ConfigError(
-                f'disag_target is {config.disag_target!r}: use one of {sorted(sizes)}.'
-            )
-        self._networks = [
-            nets.MLP(sizes[config.disag_target], **config.expl_head)
-            for _ in range(config.disag_models)
-        ]
+        self._make_model(config)
         self.opt = optim.Optimizer('expl', **config.expl_opt)
 
     def train(self, start: Tensors, outputs: dict[str, Any], data: Tensors) -> Tensors:
-        target = {
+        metrics = self._fit(outputs, data)
+        metrics.update(self.ac.train(self.wm, start, self._reward))
+        return metrics
+
+    def _reward(self, feat, state, action):
+        reward = self.config.expl_intr_scale * self._intrinsic(feat, action)
+        if self.config.expl_extr_scale:
+            reward += self.config.expl_extr_scale * self.reward(feat, state, action)
+        return reward
+
+    def _build(self, config):
+        """Checks of the behaviour's settings, before anything is built."""
+
+    def _make_model(self, config):
+        raise NotImplementedError
+
+    def _fit(self, outputs, data):
+        raise NotImplementedError
+
+    def _intrinsic(self, feat, action):
+        raise NotImplementedError
+
+
+class Plan2Explore(Intrinsic):
+    """Intrinsic reward = log std of an ensemble predicting the next latent (disagreement)."""
+
+    NAME = 'plan2explore'
+
+    def _build(self, config):
+        rssm = config.rssm
+        stoch = rssm.stoch * (rssm.discrete or 1)
+        self._sizes = {'stoch': stoch, 'deter': rssm.deter, 'feat': stoch + rssm.deter}
+        if config.disag_target not in self._sizes:
+            raise ConfigError(
+                f'disag_target is {config.disag_target!r}: use one of {sorted(self._sizes)}.'
+            )
+
+    def _make_model(self, config):
+        self._networks = [
+            nets.MLP(self._sizes[config.disag_target], **config.expl_head)
+            for _ in range(config.disag_models)
+        ]
+
+    def _fit(self, outputs, data):
+        targets = {
             'stoch': self.wm.rssm.flat_stoch(outputs['post']['stoch']),
             'deter': outputs['post']['deter'],
             'feat': outputs['feat'],
@@ -79,25 +114,6 @@ class Plan2Explore(tf.Module):
         inputs = outputs['feat']
         if self.config.disag_action_cond:
             inputs = tf.concat([inputs, tf.cast(data['action'], inputs.dtype)], -1)
-        metrics = self._train_ensemble(inputs, target)
-        metrics.update(self.ac.train(self.wm, start, self._intr_reward))
-        return metrics
-
-    def _intr_reward(self, feat, state, action):
-        inputs = feat
-        if self.config.disag_action_cond:
-            inputs = tf.concat([feat, tf.cast(action, feat.dtype)], -1)
-        # The predicted mean, as the original (it differs from the mode for binary heads).
-        preds = tf.stack([head(inputs).mean() for head in self._networks])
-        disag = tf.reduce_mean(tf.math.reduce_std(preds, 0), -1)
-        if self.config.disag_log:
-            disag = tf.math.log(disag)
-        reward = self.config.expl_intr_scale * disag
-        if self.config.expl_extr_scale:
-            reward += self.config.expl_extr_scale * self.reward(feat, state, action)
-        return reward
-
-    def _train_ensemble(self, inputs, targets):
         offset = self.config.disag_offset
         if offset:
             # Each ensemble member predicts the target `offset` steps ahead from (feat, next action).
@@ -109,45 +125,40 @@ class Plan2Explore(tf.Module):
             loss = -sum(tf.reduce_mean(head(inputs).log_prob(targets)) for head in self._networks)
         return self.opt(tape, loss, self._networks)
 
+    def _intrinsic(self, feat, action):
+        inputs = feat
+        if self.config.disag_action_cond:
+            inputs = tf.concat([feat, tf.cast(action, feat.dtype)], -1)
+        # The predicted mean, as the original (it differs from the mode for binary heads).
+        preds = tf.stack([head(inputs).mean() for head in self._networks])
+        disag = tf.reduce_mean(tf.math.reduce_std(preds, 0), -1)
+        return tf.math.log(disag) if self.config.disag_log else disag
 
-class ModelLoss(tf.Module):
+
+class ModelLoss(Intrinsic):
     """Intrinsic reward = an MLP's prediction of the world model's KL at that state."""
 
-    def __init__(
-        self,
-        config: Config,
-        act_dim: int,
-        discrete: bool,
-        step: tf.Variable,
-        wm: WorldModel,
-        reward: RewardFn,
-    ) -> None:
-        super().__init__(name='model_loss')
-        self.config, self.wm, self.reward = config, wm, reward
+    NAME = 'model_loss'
+
+    def _build(self, config):
         if config.expl_model_loss != 'kl':
             raise ConfigError(
                 f'expl_model_loss is {config.expl_model_loss!r}: only kl is supported.'
             )
-        self.ac = ActorCritic(config, act_dim, discrete, step, name='expl_behavior')
-        self.actor = self.ac.actor
-        self.head = nets.MLP([], **config.expl_head)
-        self.opt = optim.Optimizer('expl', **config.expl_opt)
 
-    def train(self, start: Tensors, outputs: dict[str, Any], data: Tensors) -> Tensors:
+    def _make_model(self, config):
+        self.head = nets.MLP([], **config.expl_head)
+
+    def _fit(self, outputs, data):
         post, prior = outputs['post'], outputs['prior']
         kl = tfd.kl_divergence(self.wm.rssm.get_dist(post), self.wm.rssm.get_dist(prior))
         target = tf.stop_gradient(tf.cast(kl, tf.float32))
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(self.head(tf.stop_gradient(outputs['feat'])).log_prob(target))
-        metrics = self.opt(tape, loss, self.head)
-        metrics.update(self.ac.train(self.wm, start, self._intr_reward))
-        return metrics
+        return self.opt(tape, loss, self.head)
 
-    def _intr_reward(self, feat, state, action):
-        reward = self.config.expl_intr_scale * self.head(feat).mode()
-        if self.config.expl_extr_scale:
-            reward += self.config.expl_extr_scale * self.reward(feat, state, action)
-        return reward
+    def _intrinsic(self, feat, action):
+        return self.head(feat).mode()
 
 
 BEHAVIORS = {'random': Random, 'plan2explore': Plan2Explore, 'model_loss': ModelLoss}

@@ -121,7 +121,7 @@ def test_plan2explore_disagreement_uses_the_predicted_means():
     rng = np.random.default_rng(3)
     feat = tf.constant(rng.normal(size=(5, 4, 16 + 4)).astype(np.float32))
     action = tf.constant(rng.uniform(-1, 1, (5, 4, ACT)).astype(np.float32))
-    reward = behavior._intr_reward(feat, None, action).numpy()
+    reward = behavior._reward(feat, None, action).numpy()
     inputs = tf.concat([feat, action], -1)
     logits = np.stack([head(inputs).distribution.logits.numpy() for head in behavior._networks])
     probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
