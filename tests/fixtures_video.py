@@ -53,10 +53,15 @@ def write_video(path, video, num_frames=20, size=(10, 12), grayscale=False):
     frames = make_frames(video, num_frames, size)
     if grayscale:
         frames = frames.mean(-1).round().astype(np.uint8)
+    return write_frames(path, frames, fps=10)
+
+
+def write_frames(path, frames, fps):
+    """Encode `frames` losslessly (H.264 at qp 0, 4:4:4) to `path`; returns them."""
     writer = imageio.get_writer(
         str(path),
         format='FFMPEG',
-        fps=10,
+        fps=fps,
         codec='libx264',
         pixelformat='yuv444p',
         output_params=['-qp', '0'],
@@ -78,20 +83,7 @@ def write_long_video(path, num_frames, size=(8, 8)):
         frames[t, ..., 0] = (7 * t) % 256
         frames[t, ..., 1] = 30 * (t // 256)
         frames[t, :, t % width, 2] = 255
-    writer = imageio.get_writer(
-        str(path),
-        format='FFMPEG',
-        fps=30,
-        codec='libx264',
-        pixelformat='yuv444p',
-        output_params=['-qp', '0'],
-        macro_block_size=2,
-        ffmpeg_log_level='error',
-    )
-    with writer:
-        for frame in frames:
-            writer.append_data(frame)
-    return frames
+    return write_frames(path, frames, fps=30)
 
 
 def write_garbage(path, num_bytes=4096, seed=0):
