@@ -2,7 +2,7 @@
 
 Usage:
   python benchmarks/update_speed.py --variant dreamerpro [--configs defaults dmc norm_off]
-      [--precision 32|16] [--xla on|off] [--updates 3] [--warmup 1] [--tiny] [--threads N]
+      [--precision 32|16|bf16] [--xla on|off] [--updates 3] [--warmup 1] [--tiny] [--threads N]
       [--json PATH] [-- extra config flags]
 
 Defaults measure the plain path: the variant's published standard-DMC blocks and batch x length,
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import platform
 import resource
 import statistics
 import sys
@@ -27,7 +26,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dreamer_core import build, registry  # noqa: E402
+from dreamer_core import build, hardware, registry  # noqa: E402
 from dreamer_core.fileio import atomic_write  # noqa: E402
 
 # The same tiny sizes as the side-by-side harness: a check that the script works, not a speed.
@@ -39,30 +38,14 @@ TINY_VARIANT = {
     'dreamer': ['--decoder.depth', '4'],
     'dreamerpro': ['--rssm.num_prototypes', '16', '--rssm.proto', '8'],
 }
-CPU_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'amx_int8')
 ACT_DIM = 6
-
-
-def cpu_info() -> tuple[str, list[str]]:
-    """The CPU model and which of CPU_FLAGS it has (from /proc/cpuinfo where there is one)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-            key, _, value = line.partition(':')
-            if key.strip() == 'model name':
-                model = value.strip()
-            elif key.strip() == 'flags':
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model, [flag for flag in CPU_FLAGS if flag in flags]
 
 
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--variant', required=True, choices=list(registry.VARIANTS))
     parser.add_argument('--configs', nargs='+', help='blocks (default: the published ones)')
-    parser.add_argument('--precision', default='32', choices=['32', '16'])
+    parser.add_argument('--precision', default='32', choices=['32', '16', 'bf16'])
     parser.add_argument('--xla', default='off', choices=['on', 'off'])
     parser.add_argument('--updates', type=int, default=3, help='timed updates')
     parser.add_argument('--warmup', type=int, default=1, help='untimed updates after the first')
@@ -105,13 +88,18 @@ def measure(args) -> dict:
         start = time.perf_counter()
         loss = update()
         times.append(time.perf_counter() - start)
-    model, flags = cpu_info()
+    model, flags = hardware.cpu_info()
+    import tf_keras as keras
+    from tensorflow.python.util import _pywrap_util_port
+
     return {
         'variant': variant.name,
         'configs': list(config.configs),
         'batch': int(config.dataset.batch),
         'length': int(config.dataset.length),
         'precision': args.precision,
+        'policy': keras.mixed_precision.global_policy().name,
+        'onednn': bool(_pywrap_util_port.IsMklEnabled()),
         'xla': args.xla,
         'tiny': args.tiny,
         'compile_s': compile_s,

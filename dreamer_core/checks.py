@@ -110,7 +110,7 @@ RULES = {
     'replay_size': Number(int, 0, note='steps kept in memory; 0 = no limit'),
     'dataset.batch': POSITIVE_INT,
     'dataset.length': POSITIVE_INT,
-    'precision': Choice(16, 32),
+    'precision': Choice(16, 32, 'bf16'),
     'max_videos': POSITIVE_INT,
     'threads': Number(int, 0, note="TensorFlow's threads; 0 = its default"),
     'train_every': POSITIVE_INT,

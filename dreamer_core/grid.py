@@ -507,16 +507,9 @@ RESULT_KEYS = (
 
 
 def cpu_model() -> str:
-    import platform
+    from dreamer_core import hardware
 
-    try:
-        for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-            key, _, value = line.partition(':')
-            if key.strip() == 'model name':
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return hardware.cpu_info()[0]
 
 
 def git_commit() -> str:

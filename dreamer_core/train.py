@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from dreamer_core import checks, faults, identity, registry, runlock, tferrors
+from dreamer_core import checks, faults, hardware, identity, registry, runlock, tferrors
 from dreamer_core import config as config_lib
 from dreamer_core import envs as envs_lib
 from dreamer_core.errors import UserError
@@ -115,10 +115,12 @@ def setup_tensorflow(config):
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
     tf.config.run_functions_eagerly(not config.jit)
-    if config.precision == 16 and not gpus:
-        print('No GPU found: running precision 16 as 32 (mixed float16 is ~20x slower on a CPU).')
-    elif config.precision == 16:
-        keras.mixed_precision.set_global_policy('mixed_float16')
+    choice = hardware.choose_precision(
+        config.precision, hardware.gpu_capabilities(tf), hardware.cpu_info()[1]
+    )
+    if choice.note:
+        print(choice.note)
+    keras.mixed_precision.set_global_policy(choice.policy)
     return tf
 
 

@@ -22,12 +22,19 @@ def variant_model(variant):
 
 
 def tiny_agent(
-    variant, flags=(), act_dim=6, blocks=(), obs_shape=(64, 64, 3), discrete=False, base=None
+    variant,
+    flags=(),
+    act_dim=6,
+    blocks=(),
+    obs_shape=(64, 64, 3),
+    discrete=False,
+    base=None,
+    precision='32',
 ):
-    """(agent, config) of `variant`, tiny, float32: its published standard-DMC blocks (or the
-    blocks `base`) followed by `blocks`."""
+    """(agent, config) of `variant`, tiny, float32 unless `precision` says otherwise: its
+    published standard-DMC blocks (or the blocks `base`) followed by `blocks`."""
     variant = registry.get(variant)
     base = variant.standard if base is None else base
-    argv = ['--configs', *base, *blocks, '--precision', '32']
+    argv = ['--configs', *base, *blocks, '--precision', precision]
     config = build.load_config(variant, argv + TINY_MODEL + variant_model(variant) + list(flags))
     return build.build_agent(variant, config, obs_shape, act_dim, discrete), config
