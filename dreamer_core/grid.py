@@ -428,12 +428,18 @@ def execute(run: Run, attempt=1, stop_timeout=120.0, poll=0.5) -> int:
     (logdir / FAILED).unlink(missing_ok=True)
     status = read_json(logdir / STATUS) or {}
     before = float(status.get('wall_s') or 0.0)
+    # The code each start ran: a run resumed after a change of code says so in its record.
+    commits = list(status.get('git_commits') or [])
+    commit = git_commit()
+    if not commits or commits[-1] != commit:
+        commits.append(commit)
     command = run.command()
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     start = time.time()
     with open(logdir / LOG, 'ab') as log:
         stamp = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start))
-        header = f'=== {stamp} UTC on {socket.gethostname()}, attempt {attempt}: {run.shell()}\n'
+        host = socket.gethostname()
+        header = f'=== {stamp} UTC on {host}, attempt {attempt}, code {commit}: {run.shell()}\n'
         log.write(header.encode())
         log.flush()
         proc = subprocess.Popen(
@@ -446,22 +452,24 @@ def execute(run: Run, attempt=1, stop_timeout=120.0, poll=0.5) -> int:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        _write_status(logdir, 'running', proc.pid, before, start, attempt, command)
+        _write_status(logdir, 'running', proc.pid, before, start, attempt, command, commits=commits)
         try:
             while proc.poll() is None:  # a sleep, not wait(): a signal's exception gets in
                 time.sleep(poll)
         except BaseException:
             stop(proc, stop_timeout)
-            _write_status(logdir, 'stopped', proc.pid, before, start, attempt, command, proc)
+            _write_status(
+                logdir, 'stopped', proc.pid, before, start, attempt, command, proc, commits
+            )
             raise
     code = proc.returncode
-    _write_status(logdir, 'exited', proc.pid, before, start, attempt, command, proc)
+    _write_status(logdir, 'exited', proc.pid, before, start, attempt, command, proc, commits)
     if code != 0:
         mark_failed(run, code, attempt)
     return code
 
 
-def _write_status(logdir, state, pid, before, start, attempt, command, proc=None):
+def _write_status(logdir, state, pid, before, start, attempt, command, proc=None, commits=()):
     status = {
         'state': state,
         'host': socket.gethostname(),
@@ -470,6 +478,7 @@ def _write_status(logdir, state, pid, before, start, attempt, command, proc=None
         'started': start,
         'wall_s': before + (time.time() - start if state != 'running' else 0.0),
         'command': command,
+        'git_commits': list(commits),
     }
     if proc is not None:
         status['exit_code'] = proc.returncode
@@ -536,10 +545,17 @@ def result_record(run: Run, random_return: float) -> dict:
         'final_return': final,
         'random_return': random_return,
         'command': run.shell(base=registry.REPO),
-        'git_commit': git_commit(),
+        'git_commit': run_commits(run.logdir),
         'cpu_model': cpu_model(),
     }
     return {key: record[key] for key in RESULT_KEYS}
+
+
+def run_commits(logdir) -> str:
+    """The commit(s) of the code a run ran, from its starts ('A then B' when it was resumed on
+    other code); the current one for a run started by hand."""
+    commits = (read_json(pathlib.Path(logdir) / STATUS) or {}).get('git_commits')
+    return ' then '.join(commits) if commits else git_commit()
 
 
 def read_results(path) -> list[dict]:

@@ -91,3 +91,11 @@ def gpu_capabilities(tf) -> list[tuple[int, int]]:
         details = tf.config.experimental.get_device_details(gpu)
         out.append(tuple(details.get('compute_capability', (0, 0))))
     return out
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels on the CPU (TF_ENABLE_ONEDNN_OPTS, set when
+    dreamer_core is imported; see dreamer_core/__init__.py)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())

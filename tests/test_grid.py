@@ -309,3 +309,16 @@ def _readable(path):
         return True
     except OSError:
         return False
+
+
+def test_the_record_names_the_code_of_every_start(tmp_path, monkeypatch):
+    run = fake_run(tmp_path, monkeypatch, 'fail')
+    for commit in ('aaa', 'aaa', 'bbb'):  # started twice on one commit, resumed on another
+        monkeypatch.setattr(grid, 'git_commit', lambda commit=commit: commit)
+        grid.execute(run)
+    assert json.loads((run.logdir / grid.STATUS).read_text())['git_commits'] == ['aaa', 'bbb']
+    assert grid.run_commits(run.logdir) == 'aaa then bbb'
+    headers = [line for line in (run.logdir / grid.LOG).read_text().splitlines() if '===' in line]
+    assert [h.split(', code ')[1].split(':')[0] for h in headers] == ['aaa', 'aaa', 'bbb']
+    monkeypatch.setattr(grid, 'git_commit', lambda: 'ccc')
+    assert grid.run_commits(tmp_path / 'by_hand') == 'ccc'  # no launcher status: the current code
