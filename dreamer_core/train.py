@@ -11,6 +11,7 @@ import random
 import re
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -199,6 +200,9 @@ class Loop:
         self.last_eval_frame = self._read_last_eval_frame()
         self.evaluates = config.eval_eps > 0  # eval_eps 0: no evaluation episodes at all
         self.metrics = collections.defaultdict(list)
+        # Wall seconds per kind of work since the last log line (see `log_time_shares`).
+        self.clock = collections.defaultdict(float)
+        self.clock_start = time.perf_counter()
         self.updates = 0
         self.skipped_in_a_row = 0
         self.should_train = Every(config.train_every)
@@ -256,8 +260,23 @@ class Loop:
             for name, values in self.metrics.items():
                 self.logger.scalar(name, np.array(values, np.float64).mean())
             self.metrics.clear()
+            self.log_time_shares()
             self.logger.add(self.agent.report(next(self.train_data)), prefix='train')
             self.logger.write(self.step, fps=True)
+
+    def log_time_shares(self):
+        """Shares of the wall time since the last log line: updates (`agent.train`), waiting for
+        batches, the policy, evaluation, and the rest (environment steps, replay writes, logging,
+        the world model's report), so that it is clear what limits a run."""
+        now = time.perf_counter()
+        elapsed = max(now - self.clock_start, 1e-9)
+        spent = 0.0
+        for kind in ('update', 'data', 'policy', 'eval'):
+            self.logger.scalar(f'time_{kind}_share', self.clock[kind] / elapsed)
+            spent += self.clock[kind]
+        self.logger.scalar('time_env_share', max(0.0, elapsed - spent) / elapsed)
+        self.clock.clear()
+        self.clock_start = now
 
     def per_episode(self, ep, mode):
         length = len(ep['reward']) - 1
@@ -322,7 +341,12 @@ class Loop:
         import tensorflow as tf
 
         try:
-            mets = self.agent.train(next(self.train_data))
+            start = time.perf_counter()
+            batch = next(self.train_data)
+            ready = time.perf_counter()
+            mets = self.agent.train(batch)  # numpy out: waits for the update
+            self.clock['data'] += ready - start
+            self.clock['update'] += time.perf_counter() - ready
         except tf.errors.InvalidArgumentError as e:
             # check_numerics reports '<name> : Tensor had NaN values' after an eager or graph prefix.
             match = re.search(r'(\w+) : Tensor had (\w+) values', e.message)
@@ -347,11 +371,13 @@ class Loop:
     def evaluate(self):
         """`eval_eps` episodes with the policy's mode; returns their returns (logged too)."""
         faults.kill_point('eval')
+        start = time.perf_counter()
         self.logger.add(self.agent.report(next(self.eval_data)), prefix='eval')
         policy = lambda obs, state: self.agent.policy(obs, state, mode='eval')
         episodes = self.eval_driver(policy, episodes=self.config.eval_eps)
         self.eval_driver.reset()
         returns = np.array([ep['reward'].astype(np.float64).sum() for ep in episodes])
+        self.clock['eval'] += time.perf_counter() - start
         self.logger.scalar('eval_return', returns.mean())
         self.logger.scalar('eval_return_std', returns.std())
         self.logger.scalar('eval_episodes', len(returns))
@@ -370,11 +396,19 @@ class Loop:
         the final frame unless it already has one."""
         total = self.units.steps
         self.phase = 'train'
+        self.clock.clear()  # time shares count training only, not prefill or pretraining
+        self.clock_start = time.perf_counter()
         if self.step < total:
             self.progress = progress(
                 (total - self.step) * self.config.action_repeat, 'train', 'frames'
             )
-        policy = lambda obs, state: self.agent.policy(obs, state, mode='train')
+
+        def policy(obs, state):
+            start = time.perf_counter()
+            out = self.agent.policy(obs, state, mode='train')
+            self.clock['policy'] += time.perf_counter() - start
+            return out
+
         while self.step < total:
             self.logger.write(self.step)
             # Not when this frame has its evaluation already (e.g. a resumed finished run).

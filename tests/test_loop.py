@@ -131,3 +131,19 @@ def test_longer_resume_continues_from_the_recorded_step(tmp_path, steps):
     run(loop, logger)
     assert loop.frames == steps
     assert evaluations(loop)[-1]['step'] == steps
+
+
+def test_log_lines_split_the_wall_time_by_kind_of_work(tmp_path):
+    loop, logger = make_loop(tmp_path)
+    run(loop, logger)
+    rows = [json.loads(line) for line in (loop.logdir / 'metrics.jsonl').read_text().splitlines()]
+    kinds = ('update', 'data', 'policy', 'eval', 'env')
+    timed = [row for row in rows if 'time_update_share' in row]
+    assert len(timed) >= 3  # one per log line (every 20 frames of the 60 trained)
+    for row in timed:
+        shares = [row[f'time_{kind}_share'] for kind in kinds]
+        assert all(0.0 <= share <= 1.0 for share in shares), row
+        assert sum(shares) == pytest.approx(1.0, abs=1e-6), row
+        assert row['time_update_share'] > 0 and row['time_policy_share'] > 0
+    # The window with the evaluation at frame 40 counts its time as evaluation.
+    assert any(row['time_eval_share'] > 0 for row in timed)
