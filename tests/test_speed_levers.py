@@ -172,3 +172,31 @@ def test_cpu_info_reads_model_and_flags(tmp_path):
     assert model == 'Example CPU 9000'
     assert flags == ['avx2', 'fma', 'avx512f', 'amx_bf16', 'amx_tile']
     assert hardware.native_bf16(flags) and not hardware.native_bf16(['avx2', 'avx512f'])
+
+
+def test_xla_compiles_the_same_deterministic_math():
+    """`--xla True` compiles the update with XLA. XLA draws its own random numbers, so whole
+    updates differ in their samples; the deterministic path (encoder, RSSM posterior means,
+    decoder likelihood and their gradients) must agree."""
+    import tensorflow as tf
+
+    agent, config = tiny.tiny_agent('dreamer', ['--dataset.batch', '3', '--dataset.length', '9'])
+    wm = agent.wm
+    data = wm.preprocess({k: tf.constant(v) for k, v in synthetic_batch(config).items()})
+    agent.train({k: tf.constant(v) for k, v in synthetic_batch(config).items()})
+    variables = [*wm.encoder.trainable_variables, *wm.heads['image'].trainable_variables]
+    stoch = config.rssm.stoch * (config.rssm.discrete or 1)
+
+    def loss_and_grads(image):
+        with tf.GradientTape() as tape:
+            embed = wm.encoder({'image': image})
+            feat = tf.tile(embed[..., :1], [1, 1, stoch + config.rssm.deter])
+            loss = -tf.reduce_mean(wm.heads['image'](feat).log_prob(image))
+        return loss, tape.gradient(loss, variables)
+
+    plain = tf.function(loss_and_grads)(data['image'])
+    xla = tf.function(loss_and_grads, jit_compile=True)(data['image'])
+    np.testing.assert_allclose(xla[0].numpy(), plain[0].numpy(), rtol=1e-5)
+    for got, want in zip(xla[1], plain[1]):
+        scale = float(np.max(np.abs(want.numpy())))
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-4 * scale + 1e-7)
