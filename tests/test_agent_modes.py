@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
+from dreamer_core import hardware
 from dreamer_core.build import synthetic_batch
 from dreamer_core.registry import VARIANTS
 from tests import tiny
@@ -61,11 +62,16 @@ def test_reset_observation_clears_the_carried_state():
 
 
 @pytest.mark.parametrize('variant', list(VARIANTS))
-def test_mixed_precision_update_is_finite(variant):
+def test_mixed_precision_update_is_finite(variant, monkeypatch):
     """Mixed float16 (the GPU path) runs every variant's update with finite float32 losses."""
-    keras.mixed_precision.set_global_policy('mixed_float16')
+    # Precision 16 as on a GPU: the run's own set-up picks mixed float16 with loss scaling.
+    choose = hardware.choose_precision
+    gpu = lambda precision, gpus, flags: choose(precision, [(8, 0)], flags)
+    monkeypatch.setattr(hardware, 'choose_precision', gpu)
     try:
-        agent, config = tiny_agent(variant, '--rssm.discrete', '0')
+        flags = [*TINY, '--rssm.discrete', '0']
+        agent, config = tiny.tiny_agent(variant, flags, ACT, blocks=['debug'], precision='16')
+        assert keras.mixed_precision.global_policy().name == 'mixed_float16'
         assert agent.wm.model_opt._mixed
         mets = agent.train(synthetic_batch(config, ACT))
         assert mets['model_skipped'] in (0.0, 1.0)
