@@ -331,6 +331,7 @@ def stub_loop(results, step=50):
     loop.agent = StubAgent(results)
     loop.train_data = iter(lambda: {}, None)
     loop.metrics = collections.defaultdict(list)
+    loop.clock = collections.defaultdict(float)
     loop.updates = loop.skipped_in_a_row = 0
     return loop
 
