@@ -90,7 +90,6 @@ def measure(args) -> dict:
         times.append(time.perf_counter() - start)
     model, flags = hardware.cpu_info()
     import tf_keras as keras
-    from tensorflow.python.util import _pywrap_util_port
 
     return {
         'variant': variant.name,
@@ -99,7 +98,7 @@ def measure(args) -> dict:
         'length': int(config.dataset.length),
         'precision': args.precision,
         'policy': keras.mixed_precision.global_policy().name,
-        'onednn': bool(_pywrap_util_port.IsMklEnabled()),
+        'onednn': hardware.onednn_enabled(),
         'xla': args.xla,
         'tiny': args.tiny,
         'compile_s': compile_s,
