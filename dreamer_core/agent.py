@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from dreamer_core import expl, fileio, optim
+from dreamer_core import expl, fileio, hardware, optim
 from dreamer_core.actor_critic import ActorCritic
 from dreamer_core.config import ConfigError, agent_steps
 from dreamer_core.errors import UserError
@@ -44,8 +44,9 @@ class Agent(tf.Module):
         self._expl_until = agent_steps(config).expl_until
         if config.jit:
             self._policy = tf.function(self._policy)
-            # XLA fuses the update's many small ops; off by default (the original's path).
-            self._train = tf.function(self._train, jit_compile=bool(config.xla) or None)
+            # XLA fuses the update's many small ops: on by default only on GPUs (config xla).
+            xla = hardware.use_xla(config.xla, hardware.gpu_capabilities(tf))
+            self._train = tf.function(self._train, jit_compile=xla or None)
             self._report = tf.function(self._report)
 
     def policy(self, obs: dict, state=None, mode: str = 'train') -> tuple[dict, tuple]:

@@ -370,6 +370,8 @@ def _coerce(value, default, key, where):
     """`value` (a YAML value or a flag string) converted to the type of `default`."""
     if key.split('.')[-1] == 'precision' and value in ('bf16', 'bfloat16'):
         return 'bf16'  # The one string an int key takes: 16, 32 or bf16.
+    if key.split('.')[-1] == 'xla':
+        return 'auto' if value == 'auto' else _to_bool(value, key, where)  # auto, True, False
     if isinstance(default, bool):
         return _to_bool(value, key, where)
     if isinstance(default, int):

@@ -84,6 +84,20 @@ def choose_precision(precision, gpu_capabilities, cpu_flags) -> Precision:
     raise ValueError(f'precision must be 16, 32 or bf16, got {precision!r}')
 
 
+def use_xla(xla, gpu_capabilities) -> bool:
+    """Whether to compile the train step with XLA for the config's `xla` (True, False or 'auto').
+
+    auto: on where a GPU is visible (the update's hundreds of small kernels are launch-bound
+    there), off on a CPU, where XLA measured no faster than TensorFlow's own kernels with oneDNN
+    and its first compile is minutes longer (benchmarks/README.md).
+    """
+    if xla == 'auto':
+        return bool(gpu_capabilities)
+    if isinstance(xla, bool):
+        return xla
+    raise ValueError(f'xla must be True, False or auto, got {xla!r}')
+
+
 def gpu_capabilities(tf) -> list[tuple[int, int]]:
     """Compute capability of each visible GPU ((0, 0) where TensorFlow does not report one)."""
     out = []

@@ -301,6 +301,18 @@ def test_module_losses_match_numpy_pipeline():
     assert 0.0 < float(metrics['proto_target_usage']) <= 1.0
 
 
+def test_target_usage_is_the_share_of_prototypes_that_are_some_top_target():
+    module = make_setup().module
+    count = module.prototypes.shape[0]
+    top = np.array([0, 3, 3, 1, 0, 3, 1])  # 3 distinct prototypes of `count`
+    q = np.full((len(top), count), 0.1, np.float32)
+    q[np.arange(len(top)), top] = 0.5
+    logp = tf.math.log(tf.constant(q))
+    norms = tf.ones([len(top)])
+    metrics = module._metrics(logp, tf.constant(q), norms, norms, tf.constant(True))
+    np.testing.assert_allclose(float(metrics['proto_target_usage']), 3 / count, rtol=1e-6)
+
+
 def test_ema_copies_then_mixes_and_stays_untrainable():
     s = make_setup()
     s.forward(s.data)
@@ -424,3 +436,30 @@ def test_mixed_precision_losses_are_float32():
         keras.mixed_precision.set_global_policy('float32')
     for value in list(losses.values()) + list(metrics.values()):
         assert value.dtype == tf.float32 and np.isfinite(value.numpy())
+
+
+@pytest.mark.parametrize('interpolation', ['BILINEAR', 'NEAREST'])
+def test_translate_equals_the_image_transform_op(interpolation):
+    """translate is written with gathers so that XLA compiles it; it must give what TensorFlow's
+    ImageProjectiveTransformV3 (edge fill) gives, also for shifts beyond the image."""
+    rng = np.random.default_rng(5)
+    images = rng.uniform(-0.5, 0.5, (40, 9, 11, 3)).astype(np.float32)
+    shifts = rng.uniform(-4, 4, (40, 2)).astype(np.float32)
+    shifts[:4] = [[12.5, 0], [0, -10.25], [-3, 3], [0, 0]]
+    if interpolation == 'NEAREST':
+        shifts = np.floor(shifts)
+    dx, dy = shifts[:, 0], shifts[:, 1]
+    one, zero = np.ones_like(dx), np.zeros_like(dx)
+    want = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.constant(images),
+        transforms=tf.constant(np.stack([one, zero, -dx, zero, one, -dy, zero, zero], 1)),
+        output_shape=tf.constant([9, 11]),
+        interpolation=interpolation,
+        fill_mode='NEAREST',
+        fill_value=0.0,
+    ).numpy()
+    got = pl.translate(tf.constant(images), tf.constant(shifts), interpolation).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    compiled = tf.function(pl.translate, jit_compile=True)
+    xla = compiled(tf.constant(images), tf.constant(shifts), interpolation).numpy()
+    np.testing.assert_allclose(xla, want, rtol=0, atol=1e-6)

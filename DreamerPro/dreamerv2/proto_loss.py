@@ -41,6 +41,11 @@ def translate(images, shifts, interpolation='BILINEAR'):
     """Moves image content by (dx, dy) pixels (right, down); outside pixels repeat the edge.
 
     images: [N, H, W, C] float; shifts: [N, 2] float (dx, dy). Returns images' dtype.
+
+    The same numbers as TensorFlow's ImageProjectiveTransformV3 with fill_mode NEAREST (a test
+    compares them): output pixel (x, y) reads the input at (x - dx, y - dy), clamped into the
+    image, bilinearly or at the nearest pixel. Written as two gathers along width and height,
+    which XLA compiles (the transform op has no XLA kernel), so the update can run under XLA.
     """
     images = tf.convert_to_tensor(images)
     shifts = tf.convert_to_tensor(shifts, tf.float32)
@@ -52,18 +57,26 @@ def translate(images, shifts, interpolation='BILINEAR'):
         raise ValueError(
             f'translate: interpolation must be BILINEAR or NEAREST, got {interpolation}'
         )
-    # The op maps each output pixel (x, y) to the input point (x - dx, y - dy).
-    dx, dy = shifts[:, 0], shifts[:, 1]
-    ones, zeros = tf.ones_like(dx), tf.zeros_like(dx)
-    transforms = tf.stack([ones, zeros, -dx, zeros, ones, -dy, zeros, zeros], axis=1)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32),
-        transforms=transforms,
-        output_shape=tf.shape(images)[1:3],
-        interpolation=interpolation,
-        fill_mode='NEAREST',
-        fill_value=0.0,
-    )
+    out = tf.cast(images, tf.float32)
+    shape = tf.shape(out)
+    for axis, shift in ((2, shifts[:, 0]), (1, shifts[:, 1])):
+        size = shape[axis]
+        last = tf.cast(size - 1, tf.float32)
+        coords = tf.range(tf.cast(size, tf.float32))[None] - shift[:, None]  # [N, size]
+        coords = tf.clip_by_value(coords, 0.0, last)
+        if interpolation == 'NEAREST':
+            index = tf.cast(tf.floor(coords + 0.5), tf.int32)  # round half up; coords >= 0
+            out = tf.gather(out, index, axis=axis, batch_dims=1)
+            continue
+        low = tf.floor(coords)
+        # The transform op's weights: (low + 1 - x) for the pixel below, (x - low) above.
+        w_low, w_high = (low + 1) - coords, coords - low
+        expand = (lambda w: w[:, None, :, None]) if axis == 2 else (lambda w: w[:, :, None, None])
+        low = tf.cast(low, tf.int32)
+        high = tf.minimum(low + 1, size - 1)  # clamped only where x = size - 1: weight 0
+        below = tf.gather(out, low, axis=axis, batch_dims=1)
+        above = tf.gather(out, high, axis=axis, batch_dims=1)
+        out = expand(w_low) * below + expand(w_high) * above
     return tf.cast(out, images.dtype)
 
 
@@ -286,10 +299,11 @@ class ProtoLoss(RepresentationLoss):
 
     def _metrics(self, logp, q, obs_norm, feat_norm, frozen):
         probs = tf.exp(logp)
-        usage = tf.math.bincount(tf.cast(tf.argmax(q, -1), tf.int32), minlength=self._num)
+        # Which prototypes are some sample's top target (one-hot max: XLA has no bincount).
+        used = tf.reduce_max(tf.one_hot(tf.argmax(q, -1), self._num, dtype=tf.float32), 0)
         return {
             'proto_obs_ent': -tf.reduce_mean(tf.reduce_sum(probs * logp, -1)),
-            'proto_target_usage': tf.reduce_mean(tf.cast(usage > 0, tf.float32)),
+            'proto_target_usage': tf.reduce_mean(used),
             'proto_obs_norm': tf.reduce_mean(obs_norm),
             'proto_feat_norm': tf.reduce_mean(feat_norm),
             'proto_frozen': tf.cast(frozen, tf.float32),
