@@ -82,6 +82,24 @@ def test_mixed_precision_update_is_finite(variant, monkeypatch):
         keras.mixed_precision.set_global_policy('float32')
 
 
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_the_gpu_default_mixed_float16_under_xla_is_finite(variant, monkeypatch):
+    """What a GPU runs by default (precision 16, xla auto): mixed float16 with loss scaling in
+    an update compiled by XLA, simulated here by reporting a GPU to the set-up. Each variant:
+    their updates hold different ops, and XLA has no kernel for some TensorFlow ops."""
+    monkeypatch.setattr(hardware, 'gpu_capabilities', lambda tf: [(8, 0)])
+    try:
+        flags = [*TINY, '--rssm.discrete', '0']
+        agent, config = tiny.tiny_agent(variant, flags, ACT, precision='16')
+        assert config.xla == 'auto' and agent._train._jit_compile is True
+        assert keras.mixed_precision.global_policy().name == 'mixed_float16'
+        mets = agent.train(synthetic_batch(config, ACT))
+        assert np.isfinite(mets['model_loss']) and mets['model_loss_scale'] > 0
+        assert np.isfinite(mets['actor_loss']) and np.isfinite(mets['critic_loss'])
+    finally:
+        keras.mixed_precision.set_global_policy('float32')
+
+
 def test_checkpoint_includes_the_exploration_optimizers(tmp_path):
     agent, config = tiny_agent('Dreamer', '--expl_behavior', 'plan2explore')
     data = synthetic_batch(config, ACT)

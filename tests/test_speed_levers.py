@@ -219,24 +219,6 @@ def test_xla_is_auto_true_or_false_in_the_config():
         config_lib.load(['--xla', 'maybe'], variant.dir)
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_every_variant_trains_under_xla(variant):
-    """The path a GPU takes by default: the whole update compiled by XLA builds and gives finite
-    losses of the same size as without it (XLA draws other random numbers, so not equal)."""
-    flags = ['--dataset.batch', '3', '--dataset.length', '9', '--seed', '0']
-    runs = {}
-    for xla in ('False', 'True'):
-        agent, config = tiny.tiny_agent(variant, [*flags, '--xla', xla])
-        assert agent._train._jit_compile is (True if xla == 'True' else None)
-        batch = synthetic_batch(config, act_dim=6, seed=0)
-        runs[xla] = [agent.train(batch) for _ in range(2)]
-    for plain, xla in zip(runs['False'], runs['True']):
-        assert set(plain) == set(xla)
-        for key, value in xla.items():
-            value = np.asarray(value)
-            if value.dtype.kind == 'f':
-                assert np.all(np.isfinite(value)), key
-        want, got = float(plain['model_loss']), float(xla['model_loss'])
-        # Other random draws (posterior samples, TPC's perturbations, DreamerPro's shifts): the
-        # same size only. Measured: 15% apart for TPC's first update, a few % for the others.
-        assert abs(got - want) <= 0.3 * abs(want), (want, got)
+def test_the_default_update_is_not_xla_compiled_without_a_gpu():
+    agent, config = tiny.tiny_agent('dreamer')
+    assert config.xla == 'auto' and agent._train._jit_compile is None
