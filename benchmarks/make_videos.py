@@ -112,14 +112,10 @@ def main(argv=None) -> int:
     parser.add_argument('--size', type=int, default=96, help='frame height and width')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    for name in ('train', 'test', 'frames', 'size'):
-        minimum = 0 if name in ('train', 'test') else 1
+    for name, minimum in (('train', 0), ('test', 0), ('frames', 1), ('size', 16)):
         if getattr(args, name) < minimum:
             print(f'--{name} must be at least {minimum}, got {getattr(args, name)}.')
             return 2
-    if args.size < 16:
-        print(f'--size must be at least 16 pixels, got {args.size}.')
-        return 2
     written = kept = 0
     for path, clip_seed in plan(pathlib.Path(args.out), args.train, args.test, args.seed):
         if write_clip(path, clip_seed, args.frames, args.size):
