@@ -124,8 +124,15 @@ class ActorCritic(tf.Module):
     def update_slow_target(self) -> None:
         if not self.config.slow_target:
             return
-        if self._updates % self.config.slow_target_update == 0:
-            mix = 1.0 if self._updates == 0 else float(self.config.slow_target_fraction)
+        fraction = float(self.config.slow_target_fraction)
+
+        def mix_in():
+            mix = tf.where(self._updates == 0, 1.0, fraction)  # the first update copies
             for src, dst in zip(self.critic.variables, self._target_critic.variables):
                 dst.assign(mix * src + (1 - mix) * dst)
+            return tf.constant(True)
+
+        # tf.cond written out: the update is traced without AutoGraph (agent.py).
+        every = self.config.slow_target_update
+        tf.cond(self._updates % every == 0, mix_in, lambda: tf.constant(False))
         self._updates.assign_add(1)

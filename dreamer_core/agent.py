@@ -47,7 +47,9 @@ class Agent(tf.Module):
             self._policy = tf.function(self._policy)
             # XLA fuses the update's many small ops: on by default only on GPUs (config xla).
             xla = hardware.use_xla(config.xla, hardware.gpu_capabilities(tf))
-            self._train = tf.function(self._train, jit_compile=xla or None)
+            # Without AutoGraph: the update has no Python control flow on tensors (tf.cond is
+            # written out), and converting its hundreds of functions was half of its tracing.
+            self._train = tf.function(self._train, jit_compile=xla or None, autograph=False)
             self._report = tf.function(self._report)
 
     def policy(self, obs: dict, state=None, mode: str = 'train') -> tuple[dict, tuple]:
@@ -113,7 +115,7 @@ class Agent(tf.Module):
             return var
 
         eager = self._train.python_function if self.config.jit else self._train
-        few = {k: tf.convert_to_tensor(v)[:2] for k, v in data.items()}
+        few = {k: tf.convert_to_tensor(v)[:2, :4] for k, v in data.items()}
         with tf.variable_creator_scope(record):
             eager(few)
         for var, value in before + created:

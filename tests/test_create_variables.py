@@ -1,10 +1,13 @@
-"""Variables made before the first compiled update: one trace instead of two, same numbers.
+"""The compiled update's two start-up levers change its start-up time, not its numbers.
 
-A tf.function whose first call creates variables is traced twice. Agent.create_variables makes
-them first (one eager update on two sequences, then every value put back), so the update is
-traced once. Compared here with the plain path, where tracing creates the variables: the same
+- A tf.function whose first call creates variables is traced twice. Agent.create_variables
+  makes them first (one eager update on a short slice, then every value put back), so the
+  update is traced once.
+- The update is traced without AutoGraph (its one tensor condition is a written-out tf.cond).
+
+Compared here with the plain path (AutoGraph on, variables made by tracing): the same
 variables in the same checkpoint order with the same initial values, the random generators
-untouched, and the same first two updates.
+untouched, and the same first two updates and variables after them.
 """
 
 import numpy as np
@@ -32,6 +35,7 @@ def test_variables_made_first_are_those_tracing_makes_and_the_update_is_traced_o
     made_names, made_values, made_gens = state(made)
 
     plain, _ = tiny.tiny_agent(variant, FLAGS)
+    plain._train = tf.function(plain._train.python_function, autograph=True)
     plain._train.get_concrete_function(batch)  # tracing creates and initialises the variables
     plain._variables_created = True  # the plain path from here on
     plain_names, plain_values, plain_gens = state(plain)
@@ -56,6 +60,8 @@ def test_variables_made_first_are_those_tracing_makes_and_the_update_is_traced_o
         assert got.keys() == want.keys()
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    for (name, got), (_, want) in zip(made.checkpoint_variables(), plain.checkpoint_variables()):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-7, err_msg=name)
     assert made._train.experimental_get_tracing_count() == 1
     assert plain._train.experimental_get_tracing_count() == 2
 
