@@ -183,9 +183,9 @@ def build_agent(config, variant, env, checkpoint, task=None):
             variant.name,
         )
         agent.check_checkpoint(checkpoint)  # before the update below: a wrong run fails fast
-        # One update creates the optimizer variables the checkpoint holds, as in training; a
-        # synthetic batch does it without opening the run's replay. Loading overwrites it all.
-        agent.train(synthetic_batch(config, env))
+        # Every variable the checkpoint holds, optimizer state included, without an update;
+        # a synthetic batch does it without opening the run's replay. Loading overwrites it all.
+        agent.create_variables(synthetic_batch(config, env))
         agent.load(checkpoint)
     except CheckpointError as e:
         if task:  # the likely cause: another number of actions or another image
