@@ -182,7 +182,7 @@ def build_agent(config, variant, env, checkpoint, task=None):
             variant.load_loss(),
             variant.name,
         )
-        agent.check_checkpoint(checkpoint)  # before the update below: a wrong run fails fast
+        agent.check_checkpoint(checkpoint)  # before the work below: a wrong run fails fast
         # Every variable the checkpoint holds, optimizer state included, without an update;
         # a synthetic batch does it without opening the run's replay. Loading overwrites it all.
         agent.create_variables(synthetic_batch(config, env))

@@ -89,7 +89,8 @@ class Agent(tf.Module):
         """One update of the world model, the task behaviour and the exploration behaviour."""
         if self.config.jit:
             # A tf.function whose first call creates variables is traced twice; made before,
-            # they leave one trace (for the published DreamerPro about 30 s less start-up).
+            # they leave one trace (with the tracing without AutoGraph, the published
+            # DreamerPro's first update went from 129 to 88 s, benchmarks/README.md).
             self.create_variables(data)
         metrics = self._train(data)
         return {k: v.numpy() for k, v in metrics.items()}
@@ -97,8 +98,9 @@ class Agent(tf.Module):
     def create_variables(self, data: dict) -> None:
         """Create every variable (layers, optimizer state) without changing any value.
 
-        One eager update on two sequences of `data` creates them, in the order and with the
-        initial values the first update would give them; then every variable gets back its
+        One eager update on a slice of `data` (two sequences of four steps) creates them, in
+        the order and with the initial values the first update would give them (layers draw
+        their initial weights in creation order); then every variable gets back its
         value from before (a new one its initial value), the random generators of the
         representation losses included, so no update is applied and no draw is used up.
         Does nothing once the variables exist.
