@@ -140,8 +140,8 @@ def read_run_config(logdir):
 
 def check_keys(path, data, variant):
     """The saved keys are those of this code's config for the variant, or it is another version."""
-    current = set(leaf_paths(config_lib.load([], variant.dir).to_dict()))
-    saved = set(leaf_paths(data))
+    current = set(config_lib.leaf_keys(config_lib.load([], variant.dir).to_dict()))
+    saved = set(config_lib.leaf_keys(data))
     if saved != current:
         missing, unknown = sorted(current - saved), sorted(saved - current)
         raise EvaluateError(
@@ -149,14 +149,6 @@ def check_keys(path, data, variant):
             f'{", ".join(missing[:3]) or "none"}; unknown keys: {", ".join(unknown[:3]) or "none"}). '
             'Evaluate it with that version.'
         )
-
-
-def leaf_paths(tree, prefix=''):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from leaf_paths(value, f'{prefix}{key}.')
-        else:
-            yield prefix + key
 
 
 def make_env(config, variant):

@@ -57,14 +57,6 @@ def parse(argv=None):
     return args
 
 
-def dotted_keys(tree, prefix=''):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from dotted_keys(value, f'{prefix}{key}.')
-        else:
-            yield prefix + key
-
-
 def our_config(variant, task, seed):
     blocks = [*variant.standard, 'small']
     argv = ['--configs', *blocks, '--task', task, '--seed', str(seed), '--precision', '32']
@@ -75,7 +67,7 @@ def small_overrides(variant, config):
     """The `small` block's values (shared block and the variant's), as dotted flags."""
     block = config_lib.load_blocks(variant.dir)['small']
     values = {}
-    for key in dotted_keys(block):
+    for key in config_lib.leaf_keys(block):
         value = config
         for part in key.split('.'):
             value = value[part]

@@ -461,6 +461,11 @@ def _join(path):
     return '.'.join(path)
 
 
+def leaf_keys(tree: dict) -> list[str]:
+    """The dotted keys of a nested dict's leaves ('dataset.batch', ...)."""
+    return [_join(path) for path in _leaf_paths(tree)]
+
+
 def _leaf_paths(tree, path=()):
     for key, value in tree.items():
         if isinstance(value, dict):
