@@ -7,7 +7,8 @@ Usage:
 A run is a folder <root>/<task>/<method>/<seed>/ holding metrics.jsonl (the layout of the
 README's commands, e.g. DreamerPro/log/dmc_walker_run/dreamer_pro/1). Each task gets a panel
 with, per method, the mean over seeds of our runs (solid, shaded +- one std) and of the
-published runs (dashed, shaded +- one std). The x axis ends at the last frame of our runs
+published runs (dashed, shaded +- one std); `--per-seed` adds each of our seeds' own
+evaluations (dotted, not binned). The x axis ends at the last frame of our runs
 (`--full`: the whole published 1M frames). It writes <out>.png, <out>.pdf and <out>.md, a
 table of mean +- std over seeds at the frames of `--at`, also printed.
 
@@ -180,7 +181,20 @@ def x_limit(runs, full):
     return 1_000_000 if full or not ends else max(ends)
 
 
-def plot(tasks, runs, published, out, xmax):
+def plot(tasks, runs, published, out, xmax, per_seed=False):
+    import matplotlib.pyplot as plt
+
+    fig = figure(tasks, runs, published, xmax, per_seed)
+    paths = [out.with_suffix('.png'), out.with_suffix('.pdf')]
+    fig.savefig(paths[1])
+    fig.canvas.draw()
+    save_png(np.asarray(fig.canvas.buffer_rgba())[..., :3], paths[0])
+    plt.close(fig)
+    return paths
+
+
+def figure(tasks, runs, published, xmax, per_seed=False):
+    """The matplotlib figure: one panel per task; `per_seed` adds each of our seeds' evaluations."""
     import matplotlib
 
     matplotlib.use('Agg')
@@ -203,6 +217,8 @@ def plot(tasks, runs, published, out, xmax):
             for source, style in ((published, '--'), (runs, '-')):
                 if (task, key) in source:
                     draw(ax, grid, source[(task, key)], color, style, label(key), source is runs)
+            if per_seed and (task, key) in runs:
+                draw_seeds(ax, runs[(task, key)], color, label(key))
         ax.set_title(task)
         ax.set_xlim(0, grid[-1])
         ax.set_xlabel('environment frames')
@@ -214,12 +230,7 @@ def plot(tasks, runs, published, out, xmax):
     handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
     ncol = max(1, min(len(handles), 2 * cols))
     fig.legend(handles.values(), handles.keys(), loc='outside lower center', ncol=ncol)
-    paths = [out.with_suffix('.png'), out.with_suffix('.pdf')]
-    fig.savefig(paths[1])
-    fig.canvas.draw()
-    save_png(np.asarray(fig.canvas.buffer_rgba())[..., :3], paths[0])
-    plt.close(fig)
-    return paths
+    return fig
 
 
 def save_png(pixels, path):
@@ -244,6 +255,14 @@ def draw(ax, grid, seeds, color, style, name, ours):
     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2 if ours else 0.1)
 
 
+def draw_seeds(ax, seeds, color, name):
+    """Each seed's own evaluations, unbinned, as thin dotted lines: a mean hides a seed that
+    learns next to one that does not."""
+    for i, (frames, returns) in enumerate(seeds):
+        text = f'{name} (ours, each seed)' if i == 0 else None
+        ax.plot(frames, returns, ':', marker='.', color=color, label=text, linewidth=0.8, alpha=0.8)
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('roots', nargs='*', help='folders holding <task>/<method>/<seed>/ runs')
@@ -256,6 +275,9 @@ def parse(argv):
     parser.add_argument('--tasks', nargs='+', help='only these tasks')
     parser.add_argument('--full', action='store_true', help='x axis to 1M frames')
     parser.add_argument('--at', nargs='+', type=int, default=DEFAULT_AT, help='table frames')
+    parser.add_argument(
+        '--per-seed', action='store_true', help='also draw each of our seeds, not only their mean'
+    )
     return parser.parse_args(argv)
 
 
@@ -277,7 +299,7 @@ def main(argv=None):
     text = markdown(table_rows(tasks, runs, published, args.at), args.at, bool(runs))
     print(text, end='')
     out.with_suffix('.md').write_text(text)
-    paths = plot(tasks, runs, published, out, x_limit(runs, args.full))
+    paths = plot(tasks, runs, published, out, x_limit(runs, args.full), args.per_seed)
     print('Wrote ' + ', '.join(str(p) for p in [*paths, out.with_suffix('.md')]))
     return 0
 

@@ -168,3 +168,24 @@ def test_nothing_to_draw_is_an_error(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith('error: ') and message in err and err.count('\n') == 1
     assert not (tmp_path / 'x.png').exists()
+
+
+def test_per_seed_adds_each_of_our_seeds_unbinned_and_only_ours(tmp_path):
+    first = write_run(tmp_path, 'dmc_cup_catch', 'dreamer', 1, [(2_500, 75.0), (12_500, 74.0)])
+    second = write_run(tmp_path, 'dmc_cup_catch', 'dreamer', 2, [(2_500, 74.0), (14_000, 190.0)])
+    runs = plot_curves.collect([tmp_path])
+    published = plot_curves.load_published()
+
+    def dotted(per_seed):
+        fig = plot_curves.figure(['dmc_cup_catch'], runs, published, 20_000, per_seed)
+        lines = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == ':']
+        legend = [text.get_text() for text in fig.legends[0].get_texts()]
+        fig.clf()
+        return [np.stack([line.get_xdata(), line.get_ydata()], 1) for line in lines], legend
+
+    seeds, legend = dotted(per_seed=True)
+    assert len(seeds) == 2  # ours only: the published Dreamer curves stay a mean
+    for drawn, points in zip(seeds, (first, second)):
+        np.testing.assert_array_equal(drawn, points)  # the evaluations themselves, not binned
+    assert legend.count('DreamerV2 (ours, each seed)') == 1
+    assert dotted(per_seed=False) == ([], [n for n in legend if 'each seed' not in n])
