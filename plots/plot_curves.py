@@ -205,7 +205,7 @@ def figure(tasks, runs, published, xmax, per_seed=False):
     fig, axes = plt.subplots(
         rows,
         cols,
-        figsize=(4.2 * cols, 3.2 * rows + 0.6),
+        figsize=(max(4.2 * cols, 6.0), 3.2 * rows + 0.6),  # one panel: room for the legend
         squeeze=False,
         dpi=80,
         layout='constrained',
