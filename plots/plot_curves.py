@@ -182,9 +182,9 @@ def x_limit(runs, full):
 
 
 def plot(tasks, runs, published, out, xmax, per_seed=False):
+    fig = figure(tasks, runs, published, xmax, per_seed)  # selects the Agg backend first
     import matplotlib.pyplot as plt
 
-    fig = figure(tasks, runs, published, xmax, per_seed)
     paths = [out.with_suffix('.png'), out.with_suffix('.pdf')]
     fig.savefig(paths[1])
     fig.canvas.draw()

@@ -180,7 +180,9 @@ def test_per_seed_adds_each_of_our_seeds_unbinned_and_only_ours(tmp_path):
         fig = plot_curves.figure(['dmc_cup_catch'], runs, published, 20_000, per_seed)
         lines = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == ':']
         legend = [text.get_text() for text in fig.legends[0].get_texts()]
-        fig.clf()
+        import matplotlib.pyplot as plt  # after figure() chose the Agg backend
+
+        plt.close(fig)
         return [np.stack([line.get_xdata(), line.get_ydata()], 1) for line in lines], legend
 
     seeds, legend = dotted(per_seed=True)
