@@ -544,11 +544,31 @@ def result_record(run: Run, random_return: float) -> dict:
         'wall_s': wall_seconds(run.logdir),
         'final_return': final,
         'random_return': random_return,
-        'command': run.shell(base=registry.REPO),
+        'command': record_command(run),
         'git_commit': run_commits(run.logdir),
         'cpu_model': cpu_model(),
     }
     return {key: record[key] for key in RESULT_KEYS}
+
+
+def checkout_root(path) -> pathlib.Path | None:
+    """The nearest folder above `path` that is a checkout of this project (it holds
+    dreamer_core/registry.py), or None."""
+    for folder in pathlib.Path(path).resolve().parents:
+        if (folder / 'dreamer_core' / 'registry.py').is_file():
+            return folder
+    return None
+
+
+def record_command(run: Run) -> str:
+    """The run's command as a user would type it in a clone of the repository: when the logdir
+    lies in a checkout of the project (this one, or another worktree of it that ran the run),
+    its path is taken relative to that checkout, so the same command works from any clone."""
+    root = checkout_root(run.logdir)
+    if root is not None and root != registry.REPO.resolve():
+        relative = pathlib.Path(run.root).resolve().relative_to(root)
+        run = dataclasses.replace(run, root=str(registry.REPO / relative))
+    return run.shell(base=registry.REPO)
 
 
 def run_commits(logdir) -> str:

@@ -182,6 +182,32 @@ def test_results_record_schema_and_replace(tmp_path):
         grid.read_results(path)
 
 
+def test_results_command_is_relative_to_the_checkout_that_holds_the_logdir(tmp_path):
+    """A run written into another checkout (e.g. a second worktree running the jobs) is recorded
+    with the command a user types in any clone; a logdir outside every checkout keeps its path."""
+    other = tmp_path / 'other_clone'
+    (other / 'dreamer_core').mkdir(parents=True)
+    (other / 'dreamer_core' / 'registry.py').write_text('')
+    flags = ['--steps', '200']
+    for root in (other / 'benchmarks' / 'results', tmp_path / 'elsewhere'):
+        (run,) = grid.expand(['tpc'], ['dmc_cup_catch'], [2], root, flags=flags)
+        write_evals(run.logdir, [(200, [30.0])])
+        grid.write_json(run.logdir / grid.STATUS, {'state': 'exited', 'wall_s': 1.0})
+    inside, outside = (
+        grid.result_record(grid.expand(['tpc'], ['dmc_cup_catch'], [2], root, flags=flags)[0], 1.0)
+        for root in (other / 'benchmarks' / 'results', tmp_path / 'elsewhere')
+    )
+    assert grid.checkout_root(other / 'benchmarks' / 'results') == other
+    assert inside['command'] == (
+        'cd TPC && python dreamerv2/train.py --logdir ../benchmarks/results/dmc_cup_catch/tpc/2'
+        ' --task dmc_cup_catch --seed 2 --configs defaults dmc --steps 200'
+    )
+    logdir = outside['command'].split('--logdir ')[1].split()[0]
+    assert (grid.registry.REPO / 'TPC' / logdir).resolve() == (
+        tmp_path / 'elsewhere' / 'dmc_cup_catch' / 'tpc' / '2'
+    ).resolve()
+
+
 def run_script(*args):
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=120

@@ -1,5 +1,7 @@
-"""The committed learning results (benchmarks/results/) are well formed and agree with the run
-files committed beside them: every final return is the mean of that run's last evaluation."""
+"""The committed learning results are well formed and agree with the run files committed beside
+them: every final return is the mean of that run's last evaluation. This covers the published
+configs' runs (benchmarks/results/) and each ablation (benchmarks/ablations/{name}/), which
+keeps its own learning.json so that its runs are never mixed with the published configs'."""
 
 import json
 import math
@@ -10,15 +12,32 @@ import pytest
 
 from dreamer_core import grid, registry
 
-RESULTS = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'results'
-RECORDS = json.loads((RESULTS / 'learning.json').read_text())
-RANDOM = json.loads((RESULTS / 'random_returns.json').read_text())
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DIRS = [REPO / 'benchmarks' / 'results'] + sorted(
+    p.parent for p in (REPO / 'benchmarks' / 'ablations').glob('*/learning.json')
+)
+RECORDS = [
+    (folder, record)
+    for folder in DIRS
+    for record in json.loads((folder / 'learning.json').read_text())
+]
 
 
-def test_learning_json_is_a_list_of_complete_records():
-    assert isinstance(RECORDS, list) and RECORDS
+def _id(item):
+    folder, record = item
+    return f'{folder.name}-{record["variant"]}-{record["task"]}-{record["seed"]}'
+
+
+def test_the_published_configs_have_results():
+    assert any(folder.name == 'results' for folder, _ in RECORDS)
+
+
+@pytest.mark.parametrize('folder', DIRS, ids=lambda p: p.name)
+def test_learning_json_is_a_list_of_complete_records(folder):
+    records = json.loads((folder / 'learning.json').read_text())
+    assert isinstance(records, list) and records
     keys = set()
-    for record in RECORDS:
+    for record in records:
         assert list(record) == list(grid.RESULT_KEYS)
         assert record['variant'] in registry.VARIANTS
         assert isinstance(record['seed'], int) and isinstance(record['frames'], int)
@@ -30,18 +49,25 @@ def test_learning_json_is_a_list_of_complete_records():
         assert record['cpu_model']
         assert f'--steps {record["frames"]}' in record['command']
         assert f'--seed {record["seed"]}' in record['command']
+        # The command works from a fresh clone: its logdir is this folder, relative to the
+        # variant's folder.
+        method = registry.get(record['variant']).method
+        logdir = folder.relative_to(REPO) / record['task'] / method / str(record['seed'])
+        assert f'--logdir ../{logdir.as_posix()} ' in record['command']
         keys.add((record['variant'], record['task'], record['seed'], record['frames']))
-    assert len(keys) == len(RECORDS)  # no run recorded twice
+    assert len(keys) == len(records)  # no run recorded twice
 
 
-@pytest.mark.parametrize('record', RECORDS, ids=lambda r: f'{r["variant"]}-{r["seed"]}')
-def test_each_record_matches_its_committed_run_files(record):
+@pytest.mark.parametrize('item', RECORDS, ids=_id)
+def test_each_record_matches_its_committed_run_files(item):
+    folder, record = item
+    randoms = json.loads((folder / 'random_returns.json').read_text())
     method = registry.get(record['variant']).method
-    logdir = RESULTS / record['task'] / method / str(record['seed'])
+    logdir = folder / record['task'] / method / str(record['seed'])
     for name in ('metrics.jsonl', 'eval_returns.jsonl', 'config.yaml'):
         assert (logdir / name).is_file(), f'{logdir / name} is not committed'
     assert grid.final_return(logdir, record['frames']) == pytest.approx(record['final_return'])
     last = json.loads((logdir / 'eval_returns.jsonl').read_text().splitlines()[-1])
     assert last['step'] == record['frames'] and len(last['returns']) == 10
-    assert RANDOM[record['task']]['return'] == pytest.approx(record['random_return'])
-    assert len(RANDOM[record['task']]['returns']) == 10
+    assert randoms[record['task']]['return'] == pytest.approx(record['random_return'])
+    assert len(randoms[record['task']]['returns']) == 10
