@@ -228,8 +228,13 @@ def figure(tasks, runs, published, xmax, per_seed=False):
     for ax in list(axes.flat)[len(tasks) :]:
         ax.axis('off')
     handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
-    ncol = max(1, min(len(handles), 2 * cols))
-    fig.legend(handles.values(), handles.keys(), loc='outside lower center', ncol=ncol)
+    # As many legend columns as fit the figure's width (long labels need fewer per row).
+    renderer = fig.canvas.get_renderer()
+    for ncol in range(max(1, min(len(handles), 2 * cols)), 0, -1):
+        legend = fig.legend(handles.values(), handles.keys(), loc='outside lower center', ncol=ncol)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            break
+        legend.remove()
     return fig
 
 

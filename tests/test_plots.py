@@ -191,3 +191,22 @@ def test_per_seed_adds_each_of_our_seeds_unbinned_and_only_ours(tmp_path):
         np.testing.assert_array_equal(drawn, points)  # the evaluations themselves, not binned
     assert legend.count('DreamerV2 (ours, each seed)') == 1
     assert dotted(per_seed=False) == ([], [n for n in legend if 'each seed' not in n])
+
+
+def test_legend_fits_inside_a_two_panel_figure(tmp_path):
+    """Long labels (ours, each seed, published) on two panels: the legend takes fewer columns
+    rather than running off both edges of the figure."""
+    for task in ('dmc_cup_catch', 'nat_cartpole_swingup'):
+        for method in ('dreamer', 'dreamer_pro', 'tpc'):
+            write_run(tmp_path, task, method, 1, [(2_500, 75.0), (12_500, 80.0)])
+    runs = plot_curves.collect([tmp_path])
+    tasks = ['dmc_cup_catch', 'nat_cartpole_swingup']
+    fig = plot_curves.figure(tasks, runs, plot_curves.load_published(), 30_000, True)
+    import matplotlib.pyplot as plt  # after figure() chose the Agg backend
+
+    fig.canvas.draw()
+    box = fig.legends[0].get_window_extent()
+    texts = [text.get_text() for text in fig.legends[0].get_texts()]
+    plt.close(fig)
+    assert 'TPC (ours, each seed)' in texts and 'TPC (published)' in texts
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width
