@@ -188,15 +188,13 @@ def test_results_command_is_relative_to_the_checkout_that_holds_the_logdir(tmp_p
     other = tmp_path / 'other_clone'
     (other / 'dreamer_core').mkdir(parents=True)
     (other / 'dreamer_core' / 'registry.py').write_text('')
-    flags = ['--steps', '200']
+    records = []
     for root in (other / 'benchmarks' / 'results', tmp_path / 'elsewhere'):
-        (run,) = grid.expand(['tpc'], ['dmc_cup_catch'], [2], root, flags=flags)
+        (run,) = grid.expand(['tpc'], ['dmc_cup_catch'], [2], root, flags=['--steps', '200'])
         write_evals(run.logdir, [(200, [30.0])])
         grid.write_json(run.logdir / grid.STATUS, {'state': 'exited', 'wall_s': 1.0})
-    inside, outside = (
-        grid.result_record(grid.expand(['tpc'], ['dmc_cup_catch'], [2], root, flags=flags)[0], 1.0)
-        for root in (other / 'benchmarks' / 'results', tmp_path / 'elsewhere')
-    )
+        records.append(grid.result_record(run, 1.0))
+    inside, outside = records
     assert grid.checkout_root(other / 'benchmarks' / 'results') == other
     assert inside['command'] == (
         'cd TPC && python dreamerv2/train.py --logdir ../benchmarks/results/dmc_cup_catch/tpc/2'
