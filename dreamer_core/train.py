@@ -325,9 +325,8 @@ class Loop:
         if path.exists():
             agent.load(path)
             print(f'Resumed agent from {path} at frame {self.frames}.')
-            return
-        # As in DreamerV2, `pretrain` updates follow the one that built the agent.
-        if self.config.pretrain:
+        elif self.config.pretrain:
+            # As in DreamerV2, `pretrain` updates follow the one that built the agent.
             print(f'Pretrain agent ({self.config.pretrain} more updates).')
             bar = progress(self.config.pretrain, 'pretrain', 'updates')
             for _ in range(self.config.pretrain):
@@ -336,6 +335,10 @@ class Loop:
                 self.check_stop()
                 bar.update(1)
             bar.close()
+        # As in DreamerV2, the metrics of these updates are not logged: the first logged
+        # values average training updates only (on resuming, none of the building update's,
+        # whose weights the checkpoint replaced).
+        self.metrics.clear()
 
     def update(self):
         import tensorflow as tf

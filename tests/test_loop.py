@@ -27,7 +27,7 @@ class FakeAgent:
     def train(self, data):
         assert data['image'].shape[1] == 4
         self.update_steps.append(int(self.step.numpy()))
-        return {'model_loss': np.float32(1.0)}
+        return {'model_loss': np.float32(1.0), 'update': np.float32(len(self.update_steps))}
 
     def report(self, data):
         return {}
@@ -120,6 +120,27 @@ def test_finished_run_resumed_does_not_evaluate_the_same_frame_twice(tmp_path):
     agent = run(loop, logger)
     assert agent.loaded == 1 and len(agent.update_steps) == 1  # resumed: no pretraining
     assert [e['step'] for e in evaluations(loop)] == [40, 100]
+
+
+def logged(loop, key):
+    rows = [json.loads(line) for line in (loop.logdir / 'metrics.jsonl').read_text().splitlines()]
+    return [row[key] for row in rows if key in row]
+
+
+def test_logged_metrics_average_training_updates_only(tmp_path):
+    loop, logger = make_loop(tmp_path)
+    agent = run(loop, logger)
+    # Updates 1-4 build and pretrain the agent; then one every 2 steps from step 21, a log
+    # every 10 steps from step 21. As in DreamerV2, the logs average training updates only:
+    # [5] at step 21, [6..10] at step 31, [11..15] at step 41.
+    assert agent.update_steps[4] == 21
+    assert logged(loop, 'update') == [5.0, 8.0, 13.0]
+    # Resumed to more frames: update 1 builds the agent (its weights are then replaced from the
+    # checkpoint) and is not logged either: [2] at step 51, [3..7] at step 61.
+    loop, logger = make_loop(tmp_path, 140)
+    agent = run(loop, logger)
+    assert agent.loaded == 1 and agent.update_steps[:2] == [50, 51]
+    assert logged(loop, 'update')[3:] == [2.0, 5.0]
 
 
 @pytest.mark.parametrize('steps', [100, 140])
