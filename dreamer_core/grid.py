@@ -596,12 +596,15 @@ def find_result(results, run: Run, frames) -> dict | None:
 
 
 def add_result(path, record: dict) -> list[dict]:
-    """Add (or replace) the record of one run in the results file, atomically."""
+    """Add (or replace) the record of one run in the results file, atomically. A record of the
+    same run at fewer frames goes: the run was continued in the same logdir, so its files no
+    longer end at that record's final evaluation."""
+    run = (record['variant'], record['task'], record['seed'])
     results = [
         r
         for r in read_results(path)
-        if (r.get('variant'), r.get('task'), r.get('seed'), r.get('frames'))
-        != (record['variant'], record['task'], record['seed'], record['frames'])
+        if (r.get('variant'), r.get('task'), r.get('seed')) != run
+        or (r.get('frames') or 0) > record['frames']
     ]
     results.append(record)
     write_json(path, results)
