@@ -1,5 +1,7 @@
+import importlib
 import os
 import re
+import stat
 import warnings
 
 import numpy as np
@@ -371,3 +373,23 @@ def test_all_files_of_another_image_shape_are_refused(tmp_path, clock):
         writer.add(make_episode(4, start=100 * i, image_size=8))
     with pytest.raises(replay_module.ReplayError, match=r'per-step shape \(8, 8, 3\).*\(4, 4, 3\)'):
         Replay(tmp_path, obs_shapes={'image': (4, 4, 3)})
+
+
+def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_an_existing_mode(tmp_path):
+    # mkstemp's temporary files are 0600; the renamed result must not stay owner-only.
+    from dreamer_core import fileio
+    mask = os.umask(0o022)
+    try:
+        importlib.reload(fileio)
+        fresh = tmp_path / 'config.yaml'
+        fileio.atomic_write(fresh, lambda f: f.write(b'a: 1\n'))
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+        kept = tmp_path / 'results.json'
+        kept.write_bytes(b'{}')
+        kept.chmod(0o640)
+        fileio.atomic_write(kept, lambda f: f.write(b'[]'))
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+        assert kept.read_bytes() == b'[]'
+    finally:
+        os.umask(mask)
+        importlib.reload(fileio)
