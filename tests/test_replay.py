@@ -378,6 +378,7 @@ def test_all_files_of_another_image_shape_are_refused(tmp_path, clock):
 def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_an_existing_mode(tmp_path):
     # mkstemp's temporary files are 0600; the renamed result must not stay owner-only.
     from dreamer_core import fileio
+
     mask = os.umask(0o022)
     try:
         importlib.reload(fileio)
