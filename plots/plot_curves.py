@@ -17,7 +17,9 @@ environment frames, 10k to 990k; their 990k point is the "1M" value of the paper
 Our evaluations fall elsewhere (after prefill, then every eval_every), so every curve is
 binned on the same 10k grid by one rule, `value_at`: the value at grid frame g is the last
 evaluation from g - 10k to g (both included), or none. An evaluation is never credited with
-frames the agent had not seen yet, and the published 990k point is the value at 1M.
+frames the agent had not seen yet, and the published 990k point is the value at 1M. In the
+table, one of our runs has no value at frames past its last evaluation: a run stopped at 15k
+frames is not reported at 20k (the figure still draws its 15k point in the 20k bin).
 """
 
 import argparse
@@ -102,16 +104,20 @@ def collect(roots):
     return dict(runs)
 
 
-def binned(seeds, grid):
-    """[seeds, len(grid)] values on the grid (NaN where a seed has no evaluation there)."""
-    return np.array([[value_at(f, r, g) for g in grid] for f, r in seeds]).reshape(
-        len(seeds), len(grid)
-    )
+def binned(seeds, grid, reached=False):
+    """[seeds, len(grid)] values on the grid (NaN where a seed has no evaluation there;
+    `reached`: also NaN at frames past a seed's last evaluation, for runs that stopped early)."""
+    return np.array(
+        [
+            [math.nan if reached and g > f.max() else value_at(f, r, g) for g in grid]
+            for f, r in seeds
+        ]
+    ).reshape(len(seeds), len(grid))
 
 
-def stats(seeds, grid):
+def stats(seeds, grid, reached=False):
     """Mean, std (over seeds, ddof 0) and seed count at each grid frame; NaN where n is 0."""
-    table = binned(seeds, grid)
+    table = binned(seeds, grid, reached)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)  # a grid frame that no seed reached
         return np.nanmean(table, 0), np.nanstd(table, 0), np.sum(~np.isnan(table), 0)
@@ -128,17 +134,18 @@ def table_rows(tasks, runs, published, at):
     rows = []
     for task in tasks:
         for key in method_order(runs, published):
-            ours, paper = (at_frames(source.get((task, key)), grid) for source in (runs, published))
+            ours = at_frames(runs.get((task, key)), grid, reached=True)
+            paper = at_frames(published.get((task, key)), grid)  # their 990k point is the 1M one
             if ours or paper:
                 rows.append((task, label(key), ours, paper))
     return rows
 
 
-def at_frames(seeds, grid):
+def at_frames(seeds, grid, reached=False):
     """[(mean, std, n) at each grid frame] of a method's seeds; None without seeds."""
     if not seeds:
         return None
-    mean, std, n = stats(seeds, grid)
+    mean, std, n = stats(seeds, grid, reached)
     return [(float(m), float(s), int(k)) for m, s, k in zip(mean, std, n)]
 
 

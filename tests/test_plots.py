@@ -25,10 +25,13 @@ def write_run(root, task, method, seed, points, junk=False):
     return np.array(points, float)
 
 
-def reference(seeds, at):
-    """Plain NumPy: each seed's last evaluation in [at - 10k, at], then mean, std, n over seeds."""
+def reference(seeds, at, ours=True):
+    """Plain NumPy: each seed's last evaluation in [at - 10k, at], then mean, std, n over seeds;
+    one of our seeds whose last evaluation is before `at` has none there (it stopped earlier)."""
     picked = []
     for points in seeds:
+        if ours and points[:, 0].max() < at:
+            continue
         inside = points[(points[:, 0] <= at) & (points[:, 0] >= at - 10_000)]
         if len(inside):
             picked.append(inside[np.argmax(inside[:, 0]), 1])
@@ -42,7 +45,7 @@ def published_reference(task, method, at):
     seeds = [
         np.stack([r['xs'], r['ys']], 1) for r in rows if (r['task'], r['method']) == (task, method)
     ]
-    return reference(seeds, at)
+    return reference(seeds, at, ours=False)
 
 
 def table_cells(text):
@@ -85,6 +88,7 @@ def test_table_equals_numpy_on_ragged_runs_and_files_are_written(tmp_path, capsy
     ]
     one_seed = write_run(tmp_path, 'dmc_cup_catch', 'my_idea', 1, [(40_000, 5.0), (50_000, 9.0)])
     no_paper = write_run(tmp_path, 'dmc_hopper_hop', 'tpc', 1, [(100_000, 3.0)])
+    write_run(tmp_path, 'dmc_cup_catch', 'stopped', 1, [(40_000, 4.0), (45_000, 6.0)])
     out = tmp_path / 'fig' / 'curves.png'
     args = [str(tmp_path), '--out', str(out), '--at', *map(str, AT)]
     assert plot_curves.main(args) == 0
@@ -100,6 +104,8 @@ def test_table_equals_numpy_on_ragged_runs_and_files_are_written(tmp_path, capsy
         assert cells[('dmc_cup_catch', 'my_idea')][f'published {name}'] == '–'
         assert cells[('dmc_hopper_hop', 'TPC')][f'ours {name}'] == reference([no_paper], at)
     assert cells[('dmc_cup_catch', 'my_idea')]['ours 50k'] == '9.0 ± 0.0 (1)'
+    # A run that stopped at 45k frames has no value at 50k, though 45k is in the 50k bin.
+    assert [cells[('dmc_cup_catch', 'stopped')][f'ours {n}'] for n in ('50k', '100k')] == ['–'] * 2
     assert not any(task == 'dmc_hopper_hop' and name != 'TPC' for task, name in cells)
     with Image.open(out) as image:
         assert image.size[0] > 600 and image.size[1] > 200
