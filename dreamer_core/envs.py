@@ -135,7 +135,10 @@ class DMC:
         camera: int | None = None,
         seed: int = 0,
         background: VideoBackground | None = None,
+        images: bool = True,
     ) -> None:
+        # images=False: observations carry a black image instead of a render (for measuring
+        # returns only; the rewards do not depend on the pixels).
         setup_rendering()
         from dm_control import suite
 
@@ -148,6 +151,7 @@ class DMC:
         self._size = tuple(size)
         self._camera = camera if camera is not None else (2 if domain == 'quadruped' else 0)
         self._background = background
+        self._images = images
         spec = self._env.action_spec()
         self._low, self._high = spec.minimum, spec.maximum
         self.act_space = Space(spec.shape, spec.minimum, spec.maximum)
@@ -188,7 +192,7 @@ class DMC:
     def _obs(self, time_step, reward, reset=False):
         discount = 1.0 if time_step.discount is None else float(time_step.discount)
         return {
-            'image': self.render(),
+            'image': self.render() if self._images else np.zeros(self.obs_shape, np.uint8),
             'reward': np.float32(reward),
             'discount': np.float32(discount),
             'reset': reset,
@@ -343,9 +347,14 @@ def obs_shape(config: Config) -> tuple[int, int, int]:
 
 
 def make_env(
-    config: Config, mode: str, variant_root: str | pathlib.Path, seed: int | None = None
+    config: Config,
+    mode: str,
+    variant_root: str | pathlib.Path,
+    seed: int | None = None,
+    images: bool = True,
 ) -> TimeLimit:
-    """Build the env of `config.task` for mode 'train' or 'eval'."""
+    """Build the env of `config.task` for mode 'train' or 'eval' (`images=False`: DMC tasks
+    skip rendering and observe black images)."""
     suite, _, name = config.task.partition('_')
     seed = config.seed if seed is None else seed
     if suite in ('dmc', 'nat'):
@@ -361,7 +370,14 @@ def make_env(
                 random_bg=config.random_bg,
                 seed=seed,
             )
-        env = DMC(name, config.action_repeat, config.image_size, seed=seed, background=background)
+        env = DMC(
+            name,
+            config.action_repeat,
+            config.image_size,
+            seed=seed,
+            background=background,
+            images=images,
+        )
         env = NormalizeAction(env)
     elif suite == 'atari':
         env = Atari(name, config.action_repeat, config.image_size, config.grayscale, seed=seed)
