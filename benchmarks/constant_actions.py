@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from dreamer_core import config as config_lib  # noqa: E402
 from dreamer_core import envs, grid, registry  # noqa: E402
+from dreamer_core.driver import Driver  # noqa: E402
 from dreamer_core.errors import UserError  # noqa: E402
 
 
@@ -44,27 +45,24 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def constant_returns(task: str, value: float, episodes: int) -> list[float]:
-    """Returns of `episodes` episodes holding every action dimension at `value`."""
-    variant = registry.get('dreamer')
-    config = config_lib.load(['--task', task, '--configs', *variant.standard], variant.dir)
+def task_config(task: str):
+    """The `dmc` config of `task` (its evaluation env is the random-policy measurement's)."""
     if not task.startswith(('dmc_', 'nat_')):
         raise UserError(f'{task} is not a DMC task: constant actions need a continuous task.')
-    env = envs.make_env(config, 'eval', variant.root, seed=0, images=False)
-    action = np.full(env.act_space.shape, value, np.float32)
-    returns = []
+    variant = registry.get('dreamer')
+    return config_lib.load(['--task', task, '--configs', *variant.standard], variant.dir)
+
+
+def constant_returns(config, value: float, episodes: int) -> list[float]:
+    """Returns of `episodes` episodes holding every action dimension at `value`, played by the
+    project's Driver as learning.py plays the random policy."""
+    env = envs.make_env(config, 'eval', registry.get('dreamer').root, seed=0, images=False)
+    action = np.full((1, *env.act_space.shape), value, np.float32)
     try:
-        for _ in range(episodes):
-            env.reset()
-            total, done = 0.0, False
-            while not done:
-                obs = env.step(action)
-                total += float(obs['reward'])
-                done = obs['done']
-            returns.append(total)
+        eps = Driver([env])(lambda obs, state: ({'action': action}, state), episodes=episodes)
     finally:
         env.close()
-    return returns
+    return [float(ep['reward'].astype(np.float64).sum()) for ep in eps]
 
 
 def main(argv=None):
@@ -85,9 +83,10 @@ def main(argv=None):
     results = {}
     try:
         for task in args.tasks:
+            config = task_config(task)
             results[task] = {}
             for value in args.values:
-                returns = constant_returns(task, value, args.episodes)
+                returns = constant_returns(config, value, args.episodes)
                 results[task][f'{value:g}'] = {
                     'return': float(np.mean(returns)),
                     'returns': returns,
