@@ -13,7 +13,8 @@ random policy's return on each task (the evaluation protocol: `--random-episodes
 the eval env), once per task (cached in `{out}/random_returns.json`). After each finished run it
 adds a record to `{out}/learning.json` (atomically): variant, task, seed, frames, wall_s,
 final_return (mean over the final evaluation's episodes), random_return, command, git_commit,
-cpu_model. Runs already recorded are skipped; an interrupted run (Ctrl-C) resumes next time.
+cpu_model. Runs already recorded are skipped; an interrupted run (Ctrl-C or SIGTERM, to this
+script or to its train.py) saves, and resumes when the same command runs again.
 
 The default task is walker walk, not cartpole swingup: holding the cart at either end of the rail
 returns about 75 there, twice the random policy, and actors whose actions saturate at a bound
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import signal
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -135,6 +137,15 @@ def main(argv):
                     failed.append(run)
                     print(f'{run.name} failed:\n{grid.log_tail(run.logdir / grid.LOG)}')
                     continue
+                state = grid.run_state(run)
+                if state.state != 'done':  # exit 0 before the end: a signal stopped train.py
+                    print(
+                        f'{run.name} stopped at frame {state.frames:,} of {args.frames:,} '
+                        '(train.py saved and exited: it was sent a signal). '
+                        'Run the same command again to resume.',
+                        flush=True,
+                    )
+                    return 130
             results = grid.add_result(out / RESULTS, grid.result_record(run, random))
             print(f'{run.name}: final return {results[-1]["final_return"]:.1f}.', flush=True)
     except KeyboardInterrupt:
@@ -145,4 +156,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    # Ctrl-C and SIGTERM stop the run cleanly (train.py saves), even when started with `&`.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(main(sys.argv[1:]))

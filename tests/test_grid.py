@@ -269,6 +269,9 @@ import signal, subprocess, sys, time
 if sys.argv[1] == 'fail':
     print('error: something is wrong', flush=True)
     sys.exit(3)
+if sys.argv[1] == 'stopped':  # as when train.py itself got SIGTERM early: saved, exit 0
+    print('SIGTERM received; saved.', flush=True)
+    sys.exit(0)
 subprocess.Popen([sys.executable, '-c', 'import signal, time; '
                   'signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(300)'])
 def stop(*_):
@@ -350,3 +353,19 @@ def test_the_record_names_the_code_of_every_start(tmp_path, monkeypatch):
     assert [h.split(', code ')[1].split(':')[0] for h in headers] == ['aaa', 'aaa', 'bbb']
     monkeypatch.setattr(grid, 'git_commit', lambda: 'ccc')
     assert grid.run_commits(tmp_path / 'by_hand') == 'ccc'  # no launcher status: the current code
+
+
+def test_learning_says_a_run_stopped_early_and_records_nothing(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('learning', REPO / 'benchmarks' / 'learning.py')
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+    fake_run(tmp_path, monkeypatch, 'stopped')
+    monkeypatch.setattr(learning, 'random_return', lambda *_: 40.0)
+    argv = '--variants tpc --tasks dmc_cup_catch --seeds 1 --frames 100 --out'.split()
+    assert learning.main([*argv, str(tmp_path)]) == 130
+    out = capsys.readouterr().out
+    assert 'dmc_cup_catch/tpc/1 stopped at frame 0 of 100' in out
+    assert 'Run the same command again to resume.' in out
+    assert not (tmp_path / learning.RESULTS).exists()
