@@ -14,7 +14,9 @@ the eval env), once per task (cached in `{out}/random_returns.json`). After each
 adds a record to `{out}/learning.json` (atomically): variant, task, seed, frames, wall_s,
 final_return (mean over the final evaluation's episodes), random_return, command, git_commit,
 cpu_model. Runs already recorded are skipped; an interrupted run (Ctrl-C or SIGTERM, to this
-script or to its train.py) saves, and resumes when the same command runs again.
+script or to its train.py) saves, and resumes when the same command runs again. The same
+command with a larger `--frames` continues finished runs from their checkpoints (where their
+logdirs still hold them) and adds a record at the new budget beside the old one.
 
 The default task is walker walk, not cartpole swingup: holding the cart at either end of the rail
 returns about 75 there, twice the random policy, and actors whose actions saturate at a bound

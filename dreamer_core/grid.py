@@ -596,15 +596,15 @@ def find_result(results, run: Run, frames) -> dict | None:
 
 
 def add_result(path, record: dict) -> list[dict]:
-    """Add (or replace) the record of one run in the results file, atomically. A record of the
-    same run at fewer frames goes: the run was continued in the same logdir, so its files no
-    longer end at that record's final evaluation."""
-    run = (record['variant'], record['task'], record['seed'])
+    """Add (or replace) the record of one run at one frame budget in the results file,
+    atomically. A run continued in the same logdir to a larger budget keeps the record of the
+    smaller one: its evaluation at that budget stays in the run's files, so both budgets can be
+    compared across variants."""
+    key = (record['variant'], record['task'], record['seed'], record['frames'])
     results = [
         r
         for r in read_results(path)
-        if (r.get('variant'), r.get('task'), r.get('seed')) != run
-        or (r.get('frames') or 0) > record['frames']
+        if (r.get('variant'), r.get('task'), r.get('seed'), r.get('frames')) != key
     ]
     results.append(record)
     write_json(path, results)

@@ -177,10 +177,11 @@ def test_results_record_schema_and_replace(tmp_path):
     assert grid.find_result(data, run, 200) is not None
     assert grid.find_result(data, run, 300) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ['dmc_cup_catch', 'learning.json']
-    # The same run continued to more frames: its shorter record goes, other runs stay.
+    # The same run continued to more frames: both budgets' records stay, as do other runs.
     grid.add_result(path, {**record, 'frames': 400, 'final_return': 60.0})
     data = json.loads(path.read_text())
-    assert [(r['seed'], r['frames']) for r in data] == [(3, 200), (2, 400)]
+    assert [(r['seed'], r['frames']) for r in data] == [(3, 200), (2, 200), (2, 400)]
+    assert grid.find_result(data, run, 200)['final_return'] == 41.0
     path.write_text('{"not": "a list"}')
     with pytest.raises(grid.GridError, match='not a list'):
         grid.read_results(path)
