@@ -23,6 +23,10 @@ RECORDS = [
 ]
 
 
+def r_key(record):
+    return record['variant'], record['task'], record['seed']
+
+
 def _id(item):
     folder, record = item
     return f'{folder.name}-{record["variant"]}-{record["task"]}-{record["seed"]}'
@@ -72,12 +76,8 @@ def test_each_record_matches_its_committed_run_files(item):
     assert at_frames and len(at_frames[-1]['returns']) == 10
     # A run continued to a larger budget keeps the record of each budget; the committed files
     # end at the largest one recorded (no evaluation of an unrecorded continuation is committed).
-    budgets = [
-        r['frames']
-        for f, r in RECORDS
-        if f == folder and (r['variant'], r['task'], r['seed'])
-        == (record['variant'], record['task'], record['seed'])
-    ]
+    run = (record['variant'], record['task'], record['seed'])
+    budgets = [r['frames'] for f, r in RECORDS if f == folder and r_key(r) == run]
     assert evals[-1]['step'] == max(budgets)
     assert randoms[record['task']]['return'] == pytest.approx(record['random_return'])
     assert len(randoms[record['task']]['returns']) == 10
