@@ -1,7 +1,8 @@
 """The committed learning results are well formed and agree with the run files committed beside
-them: every final return is the mean of that run's evaluation at its frame budget. This covers the published
-configs' runs (benchmarks/results/) and each ablation (benchmarks/ablations/{name}/), which
-keeps its own learning.json so that its runs are never mixed with the published configs'."""
+them: every final return is the mean of that run's evaluation at its frame budget. This covers
+the published configs' runs (benchmarks/results/) and each ablation
+(benchmarks/ablations/{name}/), which keeps its own learning.json so that its runs are never
+mixed with the published configs'."""
 
 import json
 import math
@@ -23,7 +24,7 @@ RECORDS = [
 ]
 
 
-def r_key(record):
+def _run_key(record):
     return record['variant'], record['task'], record['seed']
 
 
@@ -76,8 +77,7 @@ def test_each_record_matches_its_committed_run_files(item):
     assert at_frames and len(at_frames[-1]['returns']) == 10
     # A run continued to a larger budget keeps the record of each budget; the committed files
     # end at the largest one recorded (no evaluation of an unrecorded continuation is committed).
-    run = (record['variant'], record['task'], record['seed'])
-    budgets = [r['frames'] for f, r in RECORDS if f == folder and r_key(r) == run]
+    budgets = [r['frames'] for f, r in RECORDS if f == folder and _run_key(r) == _run_key(record)]
     assert evals[-1]['step'] == max(budgets)
     assert randoms[record['task']]['return'] == pytest.approx(record['random_return'])
     assert len(randoms[record['task']]['returns']) == 10
