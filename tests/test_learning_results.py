@@ -30,7 +30,7 @@ def _run_key(record):
 
 def _id(item):
     folder, record = item
-    return f'{folder.name}-{record["variant"]}-{record["task"]}-{record["seed"]}'
+    return '-'.join(map(str, (folder.name, *_run_key(record), record['frames'])))
 
 
 def test_the_published_configs_have_results():
