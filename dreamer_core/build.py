@@ -7,6 +7,24 @@ import numpy as np
 from dreamer_core import config as config_lib
 from dreamer_core import registry
 
+# The tiny model of the tests and the soak benchmark: the same algorithms with a few units per
+# layer, and what each variant adds (by registry name): Dreamer's decoder, DreamerPro's prototypes.
+TINY_MODEL = (
+    '--rssm.hidden 16 --rssm.deter 16 --rssm.stoch 4 --encoder.depth 2 '
+    '--reward_head.units 16 --reward_head.layers 1 --actor.units 16 --actor.layers 1 '
+    '--critic.units 16 --critic.layers 1 --imag_horizon 3'
+).split()
+TINY_VARIANT_MODEL = {
+    'dreamer': '--decoder.depth 2'.split(),
+    'dreamerpro': '--rssm.num_prototypes 12 --rssm.proto 6'.split(),
+    'tpc': [],
+}
+
+
+def tiny_model(variant) -> list[str]:
+    """The flags of the tiny model of `variant` (registry name or folder)."""
+    return TINY_MODEL + TINY_VARIANT_MODEL.get(registry.get(variant).name, [])
+
 
 def load_config(variant: str | registry.Variant, argv=()) -> config_lib.Config:
     """The config of `variant` (registry name, folder or entry) from command-line style flags."""

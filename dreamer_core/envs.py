@@ -93,9 +93,18 @@ def validate_task(task: str) -> None:
     if suite == 'atari':
         _atari_rom(name)
         return
+    if suite == 'synth':
+        from dreamer_core import synthetic
+
+        if name not in synthetic.TASKS:
+            raise TaskError(
+                f'Unknown task {task!r}: the synthetic tasks are '
+                f'{", ".join("synth_" + t for t in synthetic.TASKS)}.'
+            )
+        return
     raise TaskError(
         f'Unknown task suite in {task!r}: tasks are dmc_<domain>_<task>, '
-        'nat_<domain>_<task> or atari_<game> (e.g. dmc_walker_walk).'
+        'nat_<domain>_<task>, atari_<game> or synth_shapes (e.g. dmc_walker_walk).'
     )
 
 
@@ -381,6 +390,11 @@ def make_env(
         env = NormalizeAction(env)
     elif suite == 'atari':
         env = Atari(name, config.action_repeat, config.image_size, config.grayscale, seed=seed)
+    elif suite == 'synth':
+        from dreamer_core.synthetic import Shapes
+
+        validate_task(config.task)
+        env = Shapes(config.action_repeat, config.image_size, seed=seed)
     else:
         validate_task(config.task)
     return TimeLimit(env, agent_steps(config).time_limit)

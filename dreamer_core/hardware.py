@@ -26,6 +26,18 @@ def cpu_info(path: str | pathlib.Path = '/proc/cpuinfo') -> tuple[str, list[str]
     return model, [flag for flag in CPU_FLAGS if flag in flags]
 
 
+def resident_memory(pid: int | str = 'self') -> int | None:
+    """Resident memory of a process in bytes (VmRSS of /proc/<pid>/status), or None where there
+    is no /proc (the page cache behind the replay's file reads is not part of it)."""
+    try:
+        for line in pathlib.Path(f'/proc/{pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def native_bf16(flags) -> bool:
     """Whether a CPU with these flags computes bf16 in hardware (AVX-512 BF16 or AMX)."""
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)

@@ -1,9 +1,22 @@
-"""Finished episodes stored as compressed .npz files, reloaded on restart, sampled as windows."""
+"""Finished episodes stored as .npz files, reloaded on restart, sampled as windows.
+
+A training replay keeps only each episode's small arrays (actions, rewards, ...) in memory and
+reads the windows of its images from the episode files when a batch is drawn: the files are
+written uncompressed, so an image window is one contiguous read at a known offset (through the
+operating system's page cache, which is not part of the process's memory and is given back under
+pressure). Its memory so stays a few bytes per step however long the run. An in-memory replay
+(the evaluation replay, which keeps only the latest episodes) writes compressed files and holds
+whole episodes, as before.
+"""
 
 import collections
 import datetime
+import errno
+import os
 import pathlib
+import struct
 import threading
+import time
 import uuid
 import warnings
 import zipfile
@@ -20,6 +33,12 @@ def load_episode(path):
         return {key: data[key] for key in data.files}
 
 
+def _header_reader(version):
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0
+    return np.lib.format.read_array_header_2_0
+
+
 def inspect_episode(path):
     """{key: (dtype, rows, per-step shape)} of an .npz episode, read from the array headers
     only (cheap: nothing is decompressed beyond each header)."""
@@ -29,17 +48,34 @@ def inspect_episode(path):
             if not name.endswith('.npy'):
                 raise ValueError(f'the archive holds {name!r}, which is not an array')
             with archive.open(name) as member:
-                version = np.lib.format.read_magic(member)
-                read = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, _, dtype = read(member)
+                shape, _, dtype = _header_reader(np.lib.format.read_magic(member))(member)
             if not shape:
                 raise ValueError(f'array {name[:-4]!r} is a scalar, not one row per step')
             spec[name[:-4]] = (dtype, shape[0], tuple(shape[1:]))
     return spec
+
+
+def stored_offsets(path):
+    """{key: byte offset of the array's data in the file} for every array of an .npz episode
+    that is stored uncompressed in C order (so that a run of its rows is one contiguous read);
+    compressed arrays are left out."""
+    offsets = {}
+    with open(path, 'rb') as raw, zipfile.ZipFile(raw) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith('.npy'):
+                continue
+            # The member's data follows its local header (30 bytes, then name and extra field).
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+            if len(local) < 30 or local[:4] != b'PK\x03\x04':
+                raise ValueError(f'the local header of {info.filename!r} is damaged')
+            name_length, extra_length = struct.unpack('<HH', local[26:30])
+            raw.seek(info.header_offset + 30 + name_length + extra_length)
+            shape, fortran, _ = _header_reader(np.lib.format.read_magic(raw))(raw)
+            if fortran and len(shape) > 1:
+                continue
+            offsets[info.filename[:-4]] = raw.tell()
+    return offsets
 
 
 def _validate_spec(spec):
@@ -77,6 +113,11 @@ def episode_length(episode):
     return len(episode['action']) - 1
 
 
+def _on_disk(step_shape):
+    """Arrays with frames as rows (images) are read from the file; vectors stay in memory."""
+    return len(step_shape) >= 2
+
+
 def _validate(episode, source):
     if not isinstance(episode, dict) or not episode:
         raise TypeError(
@@ -107,10 +148,71 @@ class ReplayError(UserError, ValueError):
     """Replay on disk does not fit this run's config."""
 
 
-class Replay:
-    """Episodes on disk in `directory`; the newest up to `capacity` steps are kept in memory."""
+class Episode:
+    """One stored episode: `memory` holds arrays in memory, `disk` maps the others to
+    (byte offset, dtype, per-step shape) in the file `path`. `episode[key]` gives a whole array
+    either way; `read_rows` copies a window into a given buffer."""
 
-    def __init__(self, directory, capacity=0, seed=0, obs_shapes=None):
+    __slots__ = ('path', 'rows', 'keys', 'memory', 'disk')
+
+    def __init__(self, path, rows, keys, memory, disk=None):
+        self.path, self.rows, self.keys = path, rows, tuple(keys)
+        self.memory, self.disk = memory, disk or {}
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self):
+        return len(self.keys)
+
+    def dtype(self, key):
+        return self.memory[key].dtype if key in self.memory else self.disk[key][1]
+
+    def step_shape(self, key):
+        return self.memory[key].shape[1:] if key in self.memory else self.disk[key][2]
+
+    @property
+    def memory_bytes(self):
+        return sum(value.nbytes for value in self.memory.values())
+
+    def __getitem__(self, key):
+        if key in self.memory:
+            return self.memory[key]
+        out = np.empty((self.rows,) + self.step_shape(key), self.dtype(key))
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self.read_rows(fd, key, 0, out)
+        finally:
+            os.close(fd)
+        return out
+
+    def read_rows(self, fd, key, start, out):
+        """Copy rows start, start+1, ... of the on-disk array `key` into `out` (C-contiguous)."""
+        offset, dtype, step_shape = self.disk[key]
+        step_bytes = dtype.itemsize * int(np.prod(step_shape, dtype=np.int64))
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        position, done = offset + start * step_bytes, 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], position + done)
+            if got <= 0:
+                raise ReplayError(
+                    f'Replay file {self.path} ended {len(view) - done} bytes early: it was '
+                    'changed or cut short after it was loaded. Restore it or remove it, then '
+                    'run the same command to resume.'
+                )
+            done += got
+
+
+class Replay:
+    """Episodes on disk in `directory`; the newest up to `capacity` steps can be sampled.
+
+    `in_memory=False` (a training replay): episodes are written uncompressed and only their
+    vector arrays are held in memory; image windows are read from the files when sampled.
+    Compressed files (written by earlier versions) are converted once when loaded.
+    `in_memory=True`: episodes are written compressed and held whole in memory.
+    """
+
+    def __init__(self, directory, capacity=0, seed=0, obs_shapes=None, in_memory=False):
         if capacity < 0 or int(capacity) != capacity:
             raise ValueError(
                 f'Replay capacity must be a whole number >= 0 (0 = no limit), got {capacity}.'
@@ -118,6 +220,7 @@ class Replay:
         self._directory = pathlib.Path(directory).expanduser()
         self._directory.mkdir(parents=True, exist_ok=True)
         self._capacity = int(capacity)
+        self._in_memory = bool(in_memory)
         self._obs_shapes = {k: tuple(v) for k, v in (obs_shapes or {}).items()}
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
@@ -127,6 +230,8 @@ class Replay:
         self.num_steps = 0
         self.total_steps = 0
         self.total_episodes = 0
+        self.memory_bytes = 0  # of the arrays held in memory
+        self.converted = 0  # compressed files rewritten uncompressed while loading
         self._load()
 
     @property
@@ -144,6 +249,7 @@ class Replay:
         # Only files that pass every check count: a skipped file holds no steps, so prefill
         # and the resumed step counter never rely on it.
         loaded = []
+        start = time.perf_counter()
         for path, length in usable:  # newest first
             if self._capacity and loaded and self.num_steps + length > self._capacity:
                 self._count(length)  # on disk and checked, beyond what memory keeps
@@ -153,8 +259,15 @@ class Replay:
                 continue
             loaded.append(episode)
             self.num_steps += length
+            self.memory_bytes += episode.memory_bytes
             self._count(length)
         self._episodes = loaded[::-1]
+        if self.converted:
+            print(
+                f'Converted {self.converted} replay files in {self._directory} from compressed '
+                f'to uncompressed episodes, which are read from disk instead of held in memory '
+                f'(once, {time.perf_counter() - start:.0f} s).'
+            )
 
     def _count(self, length):
         self.total_steps += length
@@ -203,13 +316,44 @@ class Replay:
             return None
 
     def _read(self, path):
-        """One episode from disk, or None (with a warning) when the file cannot be used."""
+        """One Episode from disk, or None (with a warning) when the file cannot be used."""
         try:
-            episode = _validate(load_episode(path), str(path))
+            if self._in_memory:
+                return self._in_memory_episode(path, _validate(load_episode(path), str(path)))
+            spec = inspect_episode(path)
+            offsets = stored_offsets(path)
+            if any(_on_disk(spec[k][2]) and k not in offsets for k in spec):
+                episode = _validate(load_episode(path), str(path))  # checks every CRC
+                self._write(path, episode)  # an earlier version's compressed file
+                self.converted += 1
+                offsets = stored_offsets(path)
+            return self._disk_episode(path, spec, offsets)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):  # the run's disk-full message
+                raise
+            _warn(f'Skipping unreadable replay file {path}: {type(error).__name__}: {error}')
         except Exception as error:  # e.g. a corrupt block the headers did not show
             _warn(f'Skipping unreadable replay file {path}: {type(error).__name__}: {error}')
-            return None
-        return episode
+        return None
+
+    def _in_memory_episode(self, path, episode):
+        return Episode(path, len(episode['action']), episode, dict(episode))
+
+    def _disk_episode(self, path, spec, offsets):
+        disk = {
+            key: (offsets[key], np.dtype(dtype), shape)
+            for key, (dtype, _, shape) in spec.items()
+            if _on_disk(shape)
+        }
+        rows = spec['action'][1]
+        size = path.stat().st_size
+        for key, (offset, dtype, shape) in disk.items():
+            end = offset + rows * dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+            if end > size:
+                raise ValueError(f'array {key!r} needs {end} bytes, the file has {size}')
+        with np.load(path, allow_pickle=False) as data:
+            memory = {key: data[key] for key in spec if key not in disk}
+        return Episode(path, rows, spec, memory, disk)
 
     def _obs_problem(self, spec, source):
         """Why the observations of `spec` do not fit the config, or None."""
@@ -242,29 +386,39 @@ class Replay:
                 f'{_describe(self._reference)}; one logdir must hold one kind of episode.'
             )
         self._reference = signature
+        return spec
+
+    def _write(self, path, episode):
+        save = np.savez_compressed if self._in_memory else np.savez
+        # The temporary name is not *.npz, so a crash never leaves a half episode a restart loads.
+        fileio.atomic_write(path, lambda file: save(file, **episode), kill_point='episode')
 
     def add(self, episode):
-        """Write a finished episode to disk atomically, keep it in memory, return its path."""
+        """Write a finished episode to disk atomically, keep it sampleable, return its path."""
         episode = _validate(episode, 'Replay.add')
-        self._check_shapes(episode, 'The episode given to Replay.add')
+        spec = self._check_shapes(episode, 'The episode given to Replay.add')
         length = episode_length(episode)
         path = self._directory / f'{_timestamp()}-{uuid.uuid4().hex}-{length}.npz'
-        # The temporary name is not *.npz, so a crash never leaves a half episode a restart loads.
-        fileio.atomic_write(
-            path, lambda file: np.savez_compressed(file, **episode), kill_point='episode'
-        )
+        self._write(path, episode)
+        if self._in_memory:
+            stored = self._in_memory_episode(path, episode)
+        else:
+            stored = self._disk_episode(path, spec, stored_offsets(path))
         with self._lock:
-            self._episodes.append(episode)
+            self._episodes.append(stored)
             self.num_steps += length
             self.total_steps += length
             self.total_episodes += 1
+            self.memory_bytes += stored.memory_bytes
             self._enforce_capacity()
             self._eligible.clear()
         return path
 
     def _enforce_capacity(self):
         while self._capacity and self.num_steps > self._capacity and len(self._episodes) > 1:
-            self.num_steps -= episode_length(self._episodes.pop(0))
+            dropped = self._episodes.pop(0)
+            self.num_steps -= dropped.rows - 1
+            self.memory_bytes -= dropped.memory_bytes
 
     def sample(self, batch, length, oversample_ends):
         """`batch` windows of `length` consecutive rows, stacked to [batch, length, ...]."""
@@ -274,19 +428,51 @@ class Replay:
                 f'got batch={batch}, length={length}.'
             )
         with self._lock:
-            windows = [self._window(length, oversample_ends) for _ in range(batch)]
-        keys = set(windows[0])
-        for window in windows[1:]:
-            if set(window) != keys:
-                raise ValueError(
-                    f'Replay episodes have different keys: {sorted(keys)} vs '
-                    f'{sorted(window)}; one logdir must hold one kind of episode.'
-                )
-        return {key: np.stack([w[key] for w in windows]) for key in windows[0]}
+            picks = [self._pick(length, oversample_ends) for _ in range(batch)]
+        return self._gather(picks, length)
 
-    def _window(self, length, oversample_ends):
+    def _gather(self, picks, length):
+        """The windows (episode, start) copied into one array per key; the image rows of an
+        episode file are one read each, straight into the batch."""
+        first = picks[0][0]
+        out = {
+            key: np.empty((len(picks), length) + first.step_shape(key), first.dtype(key))
+            for key in first.keys
+        }
+        files = {}
+        try:
+            for i, (episode, start) in enumerate(picks):
+                if set(episode.keys) != set(first.keys):
+                    raise ValueError(
+                        f'Replay episodes have different keys: {sorted(first.keys)} vs '
+                        f'{sorted(episode.keys)}; one logdir must hold one kind of episode.'
+                    )
+                for key, value in episode.memory.items():
+                    out[key][i] = value[start : start + length]
+                if episode.disk:
+                    fd = files.get(episode.path)
+                    if fd is None:
+                        fd = files[episode.path] = self._open(episode.path)
+                    for key in episode.disk:
+                        episode.read_rows(fd, key, start, out[key][i])
+        finally:
+            for fd in files.values():
+                os.close(fd)
+        return out
+
+    def _open(self, path):
+        try:
+            return os.open(path, os.O_RDONLY)
+        except OSError as error:
+            raise ReplayError(
+                f'Replay file {path} cannot be read ({error.strerror}); the replay reads images '
+                'from its episode files while it trains, so they must stay in place. Restore '
+                'it, then run the same command to resume.'
+            ) from None
+
+    def _pick(self, length, oversample_ends):
         episode = self._episodes[self._rng.choice(self._eligible_indices(length))]
-        total = len(episode['action'])
+        total = episode.rows
         available = total - length  # the last start index
         if oversample_ends:
             # As the original: a start drawn from all rows, clamped to the last one, which so
@@ -294,17 +480,17 @@ class Replay:
             index = min(int(self._rng.integers(total)), available)
         else:
             index = int(self._rng.integers(available + 1))
-        return {key: value[index : index + length] for key, value in episode.items()}
+        return episode, index
 
     def _eligible_indices(self, length):
         # As the original, an episode needs more rows than the window (it skips rows == length).
         if length not in self._eligible:
             self._eligible[length] = np.array(
-                [i for i, ep in enumerate(self._episodes) if len(ep['action']) > length]
+                [i for i, ep in enumerate(self._episodes) if ep.rows > length]
             )
         eligible = self._eligible[length]
         if not len(eligible):
-            longest = max((len(ep['action']) for ep in self._episodes), default=0)
+            longest = max((ep.rows for ep in self._episodes), default=0)
             raise ReplayError(
                 f'No episode in replay {self._directory} has more than {length} rows: all '
                 f'{len(self._episodes)} in-memory episodes are too short for dataset.length '
@@ -325,8 +511,10 @@ class Replay:
                 )
             example = self._episodes[-1]
         signature = {
-            key: tf.TensorSpec((batch, length) + value.shape[1:], tf.as_dtype(value.dtype))
-            for key, value in example.items()
+            key: tf.TensorSpec(
+                (batch, length) + tuple(example.step_shape(key)), tf.as_dtype(example.dtype(key))
+            )
+            for key in example.keys
         }
 
         def generator():

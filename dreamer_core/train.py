@@ -138,7 +138,11 @@ def run(config, logdir: pathlib.Path, variant: registry.Variant) -> int:
     print(f'Logdir {logdir}')
     obs_shapes = {'image': envs_lib.obs_shape(config)}
     train_replay = Replay(logdir / 'train_replay', config.replay_size, config.seed, obs_shapes)
-    eval_replay = Replay(logdir / 'eval_replay', config.replay_size, config.seed + 1, obs_shapes)
+    # As the original, evaluation keeps only its latest episodes in memory (`time_limit` steps,
+    # at least one episode): they feed the evaluation report; every episode stays on disk.
+    eval_replay = Replay(
+        logdir / 'eval_replay', config.time_limit or 1, config.seed + 1, obs_shapes, in_memory=True
+    )
     resume = train_replay.total_steps
     make = lambda mode, i: envs_lib.make_env(
         config, mode, variant.root, seed=env_seed(config, mode, i, resume)
@@ -261,6 +265,7 @@ class Loop:
                 self.logger.scalar(name, np.array(values, np.float64).mean())
             self.metrics.clear()
             self.log_time_shares()
+            self.log_memory()
             self.logger.add(self.agent.report(next(self.train_data)), prefix='train')
             self.logger.write(self.step, fps=True)
 
@@ -277,6 +282,15 @@ class Loop:
         self.logger.scalar('time_env_share', max(0.0, elapsed - spent) / elapsed)
         self.clock.clear()
         self.clock_start = now
+
+    def log_memory(self):
+        """The process's resident memory and what the replays hold in memory, in MB, so that a
+        long run's memory can be watched (the replays' images are read from disk)."""
+        rss = hardware.resident_memory()
+        if rss is not None:
+            self.logger.scalar('memory_resident_mb', rss / 2**20)
+        replays = self.train_replay.memory_bytes + self.eval_replay.memory_bytes
+        self.logger.scalar('memory_replay_mb', replays / 2**20)
 
     def per_episode(self, ep, mode):
         length = len(ep['reward']) - 1

@@ -54,12 +54,29 @@ def test_train_and_resume(tmp_path, variant, task, configs):
     if variant == 'Dreamer':
         assert 'train/openl' in tags['images']
     first_steps = [row['step'] for row in rows]
+    # The replays' memory: the training replay holds the vector arrays of its episodes, the
+    # evaluation replay (capacity time_limit, 40 steps here) at most its two latest episodes.
+    vectors = sum(
+        value.nbytes
+        for path in train_files
+        for key, value in load_episode(path).items()
+        if key != 'image'
+    )
+    eval_episode = sum(value.nbytes for value in load_episode(eval_files[-1]).values())
+    held = [row['memory_replay_mb'] for row in rows if 'memory_replay_mb' in row][-1] * 2**20
+    assert 2 * eval_episode <= held + 1 <= vectors + 2 * eval_episode + 1
+    resident = [row['memory_resident_mb'] for row in rows if 'memory_resident_mb' in row]
+    assert resident and all(100 < mb < 20_000 for mb in resident)
+    # Replay files as every earlier version wrote them (compressed) are converted on resume.
+    for path in train_files:
+        np.savez_compressed(path, **load_episode(path))
 
     second = run_variant(variant, logdir, '--task', task, '--steps', '320', configs=configs)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert 'Prefill' not in second.stdout
     assert 'Pretrain' not in second.stdout
     assert 'Resumed agent' in second.stdout and 'at frame 240' in second.stdout
+    assert 'Converted 6 replay files' in second.stdout
     rows = metrics(logdir)
     new_steps = [row['step'] for row in rows[len(first_steps) :]]
     assert new_steps and min(new_steps) >= 240 and max(new_steps) >= 280

@@ -394,3 +394,101 @@ def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_an_existing_mode(
     finally:
         os.umask(mask)
         importlib.reload(fileio)
+
+
+def add_all(replay, episodes):
+    for episode in episodes:
+        replay.add(episode)
+    return replay
+
+
+def test_disk_replay_samples_the_same_batches_as_the_in_memory_one(tmp_path, clock):
+    # The windows read from the files equal the plain slices of episodes held in memory: the
+    # same draws from the same seed pick the same (episode, start) and give the same arrays.
+    episodes = [
+        make_episode(n, start=100 * i, image_size=6, seed=i) for i, n in enumerate((9, 4, 13))
+    ]
+    disk = add_all(Replay(tmp_path / 'disk', seed=3), episodes)
+    memory = add_all(Replay(tmp_path / 'memory', seed=3, in_memory=True), episodes)
+    for batch, length, ends in [(5, 4, False), (7, 3, True), (1, 1, False), (4, 9, True)]:
+        got, want = disk.sample(batch, length, ends), memory.sample(batch, length, ends)
+        assert set(got) == set(want) == set(episodes[0])
+        for key in want:
+            assert got[key].dtype == want[key].dtype
+            np.testing.assert_array_equal(got[key], want[key])
+    # And reloaded from its files, under the same seed, it draws those batches again.
+    again = Replay(tmp_path / 'disk', seed=3)
+    fresh = Replay(tmp_path / 'memory', seed=3, in_memory=True)
+    np.testing.assert_array_equal(
+        again.sample(6, 5, False)['image'], fresh.sample(6, 5, False)['image']
+    )
+
+
+def test_a_training_replay_holds_only_the_vector_arrays_in_memory(tmp_path):
+    episodes = [make_episode(30, image_size=16, seed=i) for i in range(4)]
+    replay = add_all(Replay(tmp_path), episodes)
+    vectors = sum(v.nbytes for ep in episodes for k, v in ep.items() if k != 'image')
+    images = sum(ep['image'].nbytes for ep in episodes)
+    assert replay.memory_bytes == vectors < images
+    assert all('image' in ep.disk and 'image' not in ep.memory for ep in replay._episodes)
+    assert Replay(tmp_path).memory_bytes == vectors  # the same after reloading
+    # Files are stored uncompressed: each image array is one contiguous run of bytes.
+    for path in sorted(tmp_path.glob('*.npz')):
+        offset = replay_module.stored_offsets(path)['image']
+        data = path.read_bytes()
+        image = load_episode(path)['image']
+        assert data[offset : offset + image.nbytes] == image.tobytes()
+
+
+def test_in_memory_replay_stays_bounded_over_many_episodes(tmp_path):
+    # The evaluation replay of train.py: capacity time_limit (1000 for DMC), episodes of 500
+    # steps: it never holds more than two, however many evaluations a run makes.
+    replay = Replay(tmp_path, capacity=1000, in_memory=True)
+    sizes = []
+    for i in range(12):
+        replay.add(make_episode(500, image_size=4, seed=i))
+        sizes.append(replay.memory_bytes)
+    one = sum(v.nbytes for v in make_episode(500, image_size=4).values())
+    assert replay.num_episodes == 2 and replay.total_episodes == 12
+    assert max(sizes) == 2 * one
+    assert len(list(tmp_path.glob('*.npz'))) == 12  # every episode stays on disk
+
+
+def test_compressed_files_of_earlier_versions_are_converted_once(tmp_path, clock, capsys):
+    episodes = [make_episode(n, start=100 * i, image_size=5, seed=i) for i, n in enumerate((6, 8))]
+    paths = []
+    for i, episode in enumerate(episodes):  # the format every earlier version wrote
+        paths.append(tmp_path / f'20230101T00000{i}-{"a" * 32}-{len(episode["action"]) - 1}.npz')
+        np.savez_compressed(paths[-1], **episode)
+    assert 'image' not in replay_module.stored_offsets(paths[0])
+    replay = Replay(tmp_path, seed=1)
+    assert 'Converted 2 replay files' in capsys.readouterr().out
+    assert (replay.total_steps, replay.num_episodes, replay.converted) == (14, 2, 2)
+    assert sorted(tmp_path.glob('*.npz')) == sorted(paths)  # the same names, no other files
+    for path, episode in zip(paths, episodes):
+        assert 'image' in replay_module.stored_offsets(path)
+        for key, value in load_episode(path).items():
+            np.testing.assert_array_equal(value, episode[key])
+    reference = add_all(Replay(tmp_path / 'ref', seed=1, in_memory=True), episodes)
+    got = replay.sample(8, 5, True)
+    for key, value in reference.sample(8, 5, True).items():
+        np.testing.assert_array_equal(got[key], value)
+    assert Replay(tmp_path).converted == 0
+    assert 'Converted' not in capsys.readouterr().out
+
+
+def test_an_episode_file_cut_short_is_skipped_on_load_and_named_when_sampled(tmp_path, clock):
+    replay = Replay(tmp_path)
+    kept = replay.add(make_episode(20, image_size=8))
+    cut = replay.add(make_episode(20, start=100, image_size=8, seed=1))
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) - 500])  # the image array's last rows are gone
+    with pytest.warns(RuntimeWarning, match=f'Skipping unreadable replay file {cut}'):
+        reloaded = Replay(tmp_path)
+    assert (reloaded.total_steps, in_memory_step_starts(reloaded)) == (20, [0])
+    # A file cut short after it was loaded: the sampler names it and says what to do.
+    with pytest.raises(replay_module.ReplayError, match=f'{kept.name} ended .* bytes early'):
+        offset = replay_module.stored_offsets(kept)['image']
+        kept.write_bytes(kept.read_bytes()[: offset + 10 * 8 * 8 * 3])  # rows 10 on are gone
+        for _ in range(20):
+            reloaded.sample(4, 20, True)  # windows that reach the lost rows

@@ -2,18 +2,8 @@
 
 from dreamer_core import build, registry
 
-TINY_MODEL = (
-    '--rssm.hidden 16 --rssm.deter 16 --rssm.stoch 4 --encoder.depth 2 '
-    '--reward_head.units 16 --reward_head.layers 1 --actor.units 16 --actor.layers 1 '
-    '--critic.units 16 --critic.layers 1 --imag_horizon 3'
-).split()
-
-# What each variant adds (by registry name): Dreamer's decoder, DreamerPro's prototypes.
-VARIANT_MODEL = {
-    'dreamer': '--decoder.depth 2'.split(),
-    'dreamerpro': '--rssm.num_prototypes 12 --rssm.proto 6'.split(),
-    'tpc': [],
-}
+TINY_MODEL = build.TINY_MODEL
+VARIANT_MODEL = build.TINY_VARIANT_MODEL
 
 
 def variant_model(variant):
