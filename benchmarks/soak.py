@@ -63,6 +63,14 @@ def parse(argv):
     parser.add_argument(
         '--no-published', action='store_true', help='skip the published-size agent probe'
     )
+    parser.add_argument(
+        '--no-drop-caches',
+        action='store_true',
+        help='measure the sampler with a warm page cache only (dropping it needs root)',
+    )
+    parser.add_argument(
+        '--settle', type=float, default=20.0, help='seconds the resumed run trains before its stop'
+    )
     parser.add_argument('--probe-published', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--flags', nargs=argparse.REMAINDER, default=[], help='more train.py flags')
     args = parser.parse_args(argv)
@@ -275,28 +283,37 @@ def probe_published(variant):
     print(json.dumps(record))
 
 
-def dmc_episode_bytes(variant, task='dmc_walker_walk'):
-    """Bytes of one rendered DMC episode (random actions) as the training replay stores it
-    (uncompressed) and as the evaluation replay does (compressed): the synthetic frames compress
-    far better than real ones, so disk estimates use these."""
-    import io
-
+def dmc_episode(variant, task='dmc_walker_walk', seed=0):
+    """One rendered DMC episode with random actions, as the driver stores it."""
     import numpy as np
 
     from dreamer_core import envs
 
-    config = build.load_config(
-        variant, ['--configs', *registry.get(variant).standard, '--task', task]
-    )
-    env = envs.make_env(config, 'eval', registry.get(variant).root, seed=0)
-    rng = np.random.default_rng(0)
+    variant = registry.get(variant)
+    config = build.load_config(variant, ['--configs', *variant.standard, '--task', task])
+    env = envs.make_env(config, 'eval', variant.root, seed=seed)
+    rng = np.random.default_rng(seed)
+    actions = [np.zeros(env.act_space.shape, np.float32)]
     rows = [env.reset()]
     while not rows[-1]['done']:
-        rows.append(env.step(rng.uniform(-1, 1, env.act_space.shape).astype(np.float32)))
+        actions.append(rng.uniform(-1, 1, env.act_space.shape).astype(np.float32))
+        rows.append(env.step(actions[-1]))
     env.close()
     episode = {key: np.array([row[key] for row in rows]) for key in rows[0]}
-    episode['action'] = rng.uniform(-1, 1, (len(rows),) + env.act_space.shape).astype(np.float32)
-    sizes = {'task': task, 'steps': len(rows) - 1}
+    episode['action'] = np.array(actions)
+    return episode
+
+
+def dmc_episode_bytes(variant, task='dmc_walker_walk'):
+    """Bytes of one rendered DMC episode as the training replay stores it (uncompressed) and as
+    the evaluation replay does (compressed): the synthetic frames compress far better than real
+    ones, so disk estimates use these."""
+    import io
+
+    import numpy as np
+
+    episode = dmc_episode(variant, task)
+    sizes = {'task': task, 'steps': len(episode['action']) - 1}
     for name, save in (('stored', np.savez), ('compressed', np.savez_compressed)):
         buffer = io.BytesIO()
         save(buffer, **episode)
@@ -379,7 +396,7 @@ def soak(args):
 
     if 'sampler' not in record:
         record['sampler'] = [measure_sampler(logdir, obs_shape, args.sample_batches, False)]
-        if os.access('/proc/sys/vm/drop_caches', os.W_OK):
+        if not args.no_drop_caches and os.access('/proc/sys/vm/drop_caches', os.W_OK):
             record['sampler'].append(measure_sampler(logdir, obs_shape, 10, True))
         save(json_path, record)
         print(f'Sampler: {record["sampler"]}', flush=True)
@@ -389,7 +406,7 @@ def soak(args):
         ready = child.wait_for('Resumed agent', timeout=600)
         memory = status_memory(child.process.pid)
         trained = child.wait_for('Start training', timeout=600)
-        time.sleep(20)
+        time.sleep(args.settle)
         after = status_memory(child.process.pid)
         stop_s, code = child.stop()
         record['resume'] = {
