@@ -324,10 +324,11 @@ class Replay:
             offsets = stored_offsets(path)
             if any(_on_disk(spec[k][2]) and k not in offsets for k in spec):
                 episode = _validate(load_episode(path), str(path))  # checks every CRC
-                self._write(path, episode)  # an earlier version's compressed file
-                self.converted += 1
+                self._convert(path, episode)
                 offsets = stored_offsets(path)
             return self._disk_episode(path, spec, offsets)
+        except ReplayError:
+            raise
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):  # the run's disk-full message
                 raise
@@ -335,6 +336,21 @@ class Replay:
         except Exception as error:  # e.g. a corrupt block the headers did not show
             _warn(f'Skipping unreadable replay file {path}: {type(error).__name__}: {error}')
         return None
+
+    def _convert(self, path, episode):
+        """Rewrite an earlier version's compressed file uncompressed, in place (atomically)."""
+        try:
+            self._write(path, episode)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise ReplayError(
+                f'Replay file {path} is compressed (written by an earlier version) and cannot be '
+                f'rewritten uncompressed in place ({error.strerror or error}); the training '
+                f'replay reads images from uncompressed files. Make {self._directory} writable, '
+                'then run the same command to resume.'
+            ) from None
+        self.converted += 1
 
     def _in_memory_episode(self, path, episode):
         return Episode(path, len(episode['action']), episode, dict(episode))

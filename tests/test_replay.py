@@ -492,3 +492,17 @@ def test_an_episode_file_cut_short_is_skipped_on_load_and_named_when_sampled(tmp
         kept.write_bytes(kept.read_bytes()[: offset + 10 * 8 * 8 * 3])  # rows 10 on are gone
         for _ in range(20):
             reloaded.sample(4, 20, True)  # windows that reach the lost rows
+
+
+def test_a_compressed_file_that_cannot_be_rewritten_stops_with_the_fix(tmp_path, monkeypatch):
+    path = tmp_path / f'20230101T000000-{"a" * 32}-6.npz'
+    np.savez_compressed(path, **make_episode(6))
+    before = path.read_bytes()
+
+    def refuse(self, target, episode):
+        raise PermissionError(13, 'Permission denied', str(target))
+
+    monkeypatch.setattr(Replay, '_write', refuse)
+    with pytest.raises(replay_module.ReplayError, match=f'{path.name} is compressed.*writable'):
+        Replay(tmp_path)
+    assert path.read_bytes() == before  # nothing lost
