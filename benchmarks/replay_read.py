@@ -30,7 +30,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.soak import dmc_episode, status_memory  # noqa: E402
+from benchmarks.soak import dmc_episode  # noqa: E402
 from dreamer_core import hardware  # noqa: E402
 from dreamer_core.replay import Replay  # noqa: E402
 
@@ -38,7 +38,7 @@ BATCH, ROWS, CHUNK = 50, 51, 16
 
 
 def memory_mb():
-    memory = status_memory('self')
+    memory = hardware.process_memory()
     return {key: round(value / 2**20, 1) for key, value in memory.items()}
 
 

@@ -100,20 +100,6 @@ def train_command(variant, logdir, frames, extra=()):
     ]
 
 
-def status_memory(pid):
-    """{rss, rss_anon, rss_file} in bytes from /proc/<pid>/status (empty without /proc)."""
-    fields = {'VmRSS': 'rss', 'RssAnon': 'rss_anon', 'RssFile': 'rss_file'}
-    out = {}
-    try:
-        for line in pathlib.Path(f'/proc/{pid}/status').read_text().splitlines():
-            key, _, value = line.partition(':')
-            if key in fields:
-                out[fields[key]] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
 def disk_kind(relative):
     parts = relative.parts
     if parts[0] in ('train_replay', 'eval_replay'):
@@ -144,19 +130,21 @@ def disk_use(logdir):
             kind = use[disk_kind(path.relative_to(logdir))]
             kind['bytes'] += size
             kind['files'] += 1
-            match = re.search(r'-(\d+)\.npz$', name)
-            if match and 'steps' in kind:
-                kind['steps'] += int(match.group(1))
+            if 'steps' in kind:
+                kind['steps'] += file_steps(name) or 0
     return use
 
 
+def file_steps(name):
+    """The steps of an episode file from its name (`...-<steps>.npz`), or None."""
+    match = re.search(r'-(\d+)\.npz$', name)
+    return int(match.group(1)) if match else None
+
+
 def replay_frames(logdir, action_repeat):
-    """Training frames so far, from the train replay's file names (`...-<steps>.npz`)."""
-    steps = 0
-    for path in (pathlib.Path(logdir) / 'train_replay').glob('*.npz'):
-        match = re.search(r'-(\d+)\.npz$', path.name)
-        steps += int(match.group(1)) if match else 0
-    return steps * action_repeat
+    """Training frames so far, from the train replay's file names."""
+    names = (path.name for path in (pathlib.Path(logdir) / 'train_replay').glob('*.npz'))
+    return sum(file_steps(name) or 0 for name in names) * action_repeat
 
 
 def last_metric(logdir, name):
@@ -364,7 +352,7 @@ def soak(args):
                         'wall_s': round(record['wall_s'] + time.perf_counter() - started, 1),
                         'memory_mb': {
                             k: round(v / 2**20, 1)
-                            for k, v in status_memory(child.process.pid).items()
+                            for k, v in hardware.process_memory(child.process.pid).items()
                         },
                         'replay_memory_mb': last_metric(logdir, 'memory_replay_mb'),
                         'disk': disk_use(logdir),
@@ -404,10 +392,10 @@ def soak(args):
     if 'resume' not in record:
         child = Child(command, variant.root, log)
         ready = child.wait_for('Resumed agent', timeout=600)
-        memory = status_memory(child.process.pid)
+        memory = hardware.process_memory(child.process.pid)
         trained = child.wait_for('Start training', timeout=600)
         time.sleep(args.settle)
-        after = status_memory(child.process.pid)
+        after = hardware.process_memory(child.process.pid)
         stop_s, code = child.stop()
         record['resume'] = {
             'frames': replay_frames(logdir, repeat),

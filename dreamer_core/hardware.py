@@ -26,16 +26,25 @@ def cpu_info(path: str | pathlib.Path = '/proc/cpuinfo') -> tuple[str, list[str]
     return model, [flag for flag in CPU_FLAGS if flag in flags]
 
 
-def resident_memory(pid: int | str = 'self') -> int | None:
-    """Resident memory of a process in bytes (VmRSS of /proc/<pid>/status), or None where there
-    is no /proc (the page cache behind the replay's file reads is not part of it)."""
+def process_memory(pid: int | str = 'self') -> dict[str, int]:
+    """{rss, rss_anon, rss_file} of a process in bytes, from /proc/<pid>/status (VmRSS, RssAnon,
+    RssFile); empty where there is no /proc. The page cache behind the replay's file reads is
+    not part of any of them."""
+    fields = {'VmRSS': 'rss', 'RssAnon': 'rss_anon', 'RssFile': 'rss_file'}
+    out = {}
     try:
         for line in pathlib.Path(f'/proc/{pid}/status').read_text().splitlines():
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) * 1024
+            key, _, value = line.partition(':')
+            if key in fields:
+                out[fields[key]] = int(value.split()[0]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    return out
+
+
+def resident_memory(pid: int | str = 'self') -> int | None:
+    """Resident memory of a process in bytes (VmRSS), or None where there is no /proc."""
+    return process_memory(pid).get('rss')
 
 
 def native_bf16(flags) -> bool:

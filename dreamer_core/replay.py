@@ -250,11 +250,12 @@ class Replay:
         # and the resumed step counter never rely on it.
         loaded = []
         start = time.perf_counter()
-        for path, length in usable:  # newest first
+        for path, spec in usable:  # newest first
+            length = spec['action'][1] - 1
             if self._capacity and loaded and self.num_steps + length > self._capacity:
                 self._count(length)  # on disk and checked, beyond what memory keeps
                 continue
-            episode = self._read(path)
+            episode = self._read(path, spec)
             if episode is None:
                 continue
             loaded.append(episode)
@@ -274,7 +275,7 @@ class Replay:
         self.total_episodes += 1
 
     def _usable_files(self, paths):
-        """(path, length) of every file whose array headers make a usable episode.
+        """(path, spec) of every file whose array headers make a usable episode.
 
         Unreadable files and files unlike the others (another image shape, dtype or set of keys)
         are skipped with a warning; when no file fits the config's observations at all, the
@@ -304,7 +305,7 @@ class Replay:
                     f'differ from those of the other episodes, {_describe(self._reference)}.'
                 )
                 continue
-            usable.append((path, spec['action'][1] - 1))
+            usable.append((path, spec))
         return usable
 
     def _inspect(self, path):
@@ -315,12 +316,12 @@ class Replay:
             _warn(f'Skipping unreadable replay file {path}: {type(error).__name__}: {error}')
             return None
 
-    def _read(self, path):
-        """One Episode from disk, or None (with a warning) when the file cannot be used."""
+    def _read(self, path, spec):
+        """One Episode from disk (`spec`: its array headers, from inspect_episode), or None
+        (with a warning) when the file cannot be used."""
         try:
             if self._in_memory:
                 return self._in_memory_episode(path, _validate(load_episode(path), str(path)))
-            spec = inspect_episode(path)
             offsets = stored_offsets(path)
             if any(_on_disk(spec[k][2]) and k not in offsets for k in spec):
                 episode = _validate(load_episode(path), str(path))  # checks every CRC
