@@ -8,11 +8,14 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from dreamer_core import expl, fileio, hardware, optim
+from dreamer_core import expl, fileio, hardware, optim, rng
 from dreamer_core.actor_critic import ActorCritic
 from dreamer_core.config import ConfigError, agent_steps
 from dreamer_core.errors import UserError
 from dreamer_core.world_model import WorldModel
+
+# Salt of the agent's random stream, apart from the streams of the losses seeded with config.seed.
+RNG_STREAM = 0x5EED
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -26,6 +29,9 @@ class Agent(tf.Module):
         self.variant = variant
         self.act_dim, self.discrete = act_dim, discrete
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # Every draw of the agent (latent and action samples, action noise) comes from this
+        # generator, whose state the checkpoint keeps (dreamer_core/rng.py).
+        self._rng = tf.random.Generator.from_seed([int(config.seed), RNG_STREAM])
         self.wm = WorldModel(config, obs_shape, act_dim, repr_loss)
         self._task_behavior = ActorCritic(config, act_dim, discrete, self.step)
         reward = lambda feat, state, action: self.wm.heads['reward'](feat).mode()
@@ -68,6 +74,10 @@ class Agent(tf.Module):
         return {'action': action.numpy()}, state
 
     def _policy(self, obs, state, mode, explore):
+        with rng.using(self._rng):
+            return self._act(obs, state, mode, explore)
+
+    def _act(self, obs, state, mode, explore):
         latent, action = state
         keep = 1.0 - tf.cast(obs['reset'], tf.float32)
         mask = lambda x: x * tf.cast(tf.reshape(keep, [-1] + [1] * (len(x.shape) - 1)), x.dtype)
@@ -133,6 +143,10 @@ class Agent(tf.Module):
         return gens
 
     def _train(self, data):
+        with rng.using(self._rng):
+            return self._update(data)
+
+    def _update(self, data):
         metrics = {}
         _, outputs, mets = self.wm.train(data)
         metrics.update(mets)
@@ -160,7 +174,8 @@ class Agent(tf.Module):
         return {k: v.numpy() for k, v in self._report(data).items()}
 
     def _report(self, data):
-        return self.wm.report(data)
+        with rng.using(self._rng):
+            return self.wm.report(data)
 
     def checkpoint_variables(self) -> list[tuple[str, tf.Variable]]:
         """(name, variable) for every variable, optimizer state included, in a fixed order."""
@@ -188,7 +203,9 @@ class Agent(tf.Module):
         path = pathlib.Path(path)
         pairs = self.checkpoint_variables()
         arrays = {f'v{i:05d}': v.numpy() for i, (_, v) in enumerate(pairs)}
-        meta = dict(self._signature(), names=[n for n, _ in pairs])
+        generators = self._generators()
+        arrays.update({f'g{i:05d}': gen.state.numpy() for i, gen in enumerate(generators)})
+        meta = dict(self._signature(), names=[n for n, _ in pairs], generators=len(generators))
         arrays['meta'] = np.array(json.dumps(meta))
         # A fixed temporary name: a save killed midway is replaced by the next one.
         fileio.atomic_write(
@@ -209,7 +226,10 @@ class Agent(tf.Module):
         """Restore every variable; a checkpoint of another agent or size is a clear error."""
         path = pathlib.Path(path)
         arrays = _read_checkpoint(path)
-        self._check_signature(path, json.loads(str(arrays.pop('meta'))))
+        meta = json.loads(str(arrays.pop('meta')))
+        self._check_signature(path, meta)
+        states = [arrays.pop(f'g{i:05d}') for i in range(meta.get('generators', 0))]
+        generators = self._generators()
         pairs = self.checkpoint_variables()
         if len(pairs) != len(arrays):
             raise CheckpointError(
@@ -224,6 +244,11 @@ class Agent(tf.Module):
                     f'expects {tuple(var.shape)}. Use a new --logdir.'
                 )
             var.assign(value)
+        # The random generators' states: a checkpoint of an earlier version has none, and its
+        # run goes on with freshly seeded streams.
+        if len(states) == len(generators):
+            for gen, state in zip(generators, states):
+                gen.state.assign(state)
 
     def _check_signature(self, path, meta):
         mine = self._signature()
@@ -257,9 +282,9 @@ def action_noise(action: tf.Tensor, amount: float, discrete: bool) -> tf.Tensor:
     if discrete:
         probs = amount / action.shape[-1] + (1 - amount) * action
         return tf.one_hot(
-            tf.random.categorical(tf.math.log(probs), 1)[:, 0], action.shape[-1], dtype=action.dtype
+            rng.categorical(tf.math.log(probs), 1)[:, 0], action.shape[-1], dtype=action.dtype
         )
-    return tf.clip_by_value(tf.random.normal(tf.shape(action), action, amount), -1, 1)
+    return tf.clip_by_value(rng.normal(tf.shape(action), action, amount), -1, 1)
 
 
 def flat_names(module: tf.Module) -> list[tuple[str, tf.Variable]]:

@@ -38,6 +38,8 @@ REGEX_CHARS = frozenset('*^$[]()+?\\|')
 FRAME_KEYS = ('steps', 'eval_every', 'log_every', 'time_limit', 'prefill', 'expl_until')
 TRUE_WORDS = ('True', 'true', '1')
 FALSE_WORDS = ('False', 'false', '0')
+# config.yaml's section of what a run ran with (provenance.py); beside the config, not in it.
+RUN_KEY = 'run'
 
 
 class ConfigError(UserError, ValueError):
@@ -141,26 +143,47 @@ def agent_steps(config: Config) -> Config:
     return Config({key: config[key] // config.action_repeat for key in FRAME_KEYS})
 
 
-def save_run(config: Config, path: str | pathlib.Path, variant: str) -> None:
-    """Write a run's `config.yaml`: its variant's registry name, then the resolved config."""
-    Config({'variant': variant, **config}).save(path)
+def save_run(
+    config: Config, path: str | pathlib.Path, variant: str, run: dict | None = None
+) -> None:
+    """Write a run's `config.yaml`: its variant's registry name, the resolved config, then under
+    `run:` what the run ran with (`provenance.collect`), when given."""
+    data = {'variant': variant, **config}
+    if run is not None:
+        data[RUN_KEY] = run
+    Config(data).save(path)
 
 
 def load_saved(path: str | pathlib.Path) -> tuple[str, Config]:
     """(variant name, Config) from a run's config.yaml (a file or the logdir holding it)."""
-    path = pathlib.Path(path)
-    path = path / 'config.yaml' if path.is_dir() else path
-    try:
-        data = YAML(typ='safe', pure=True).load(path.read_text())
-    except (OSError, YAMLError) as error:
-        raise ConfigError(f'Cannot read {path}: {error}') from None
-    if not isinstance(data, dict) or 'variant' not in data:
+    path, data = _read_saved(path)
+    if 'variant' not in data:
         raise ConfigError(
             f'{path} names no variant: it was written by an older version of this code. '
             'Add a line `variant: dreamer` (or dreamerpro, tpc) at its top.'
         )
     variant = data.pop('variant')
+    data.pop(RUN_KEY, None)  # Not a config key: read it with load_run_info.
     return variant, Config(data)
+
+
+def load_run_info(path: str | pathlib.Path) -> dict:
+    """The `run:` section of a run's config.yaml (a file or the logdir holding it): precision
+    policy, XLA, device, code and library versions (see provenance.py); {} in a config.yaml
+    written before runs recorded it."""
+    run = _read_saved(path)[1].get(RUN_KEY)
+    return run if isinstance(run, dict) else {}
+
+
+def _read_saved(path):
+    """(the file's path, its top-level mapping; {} if it holds none)."""
+    path = pathlib.Path(path)
+    path = path / 'config.yaml' if path.is_dir() else path
+    try:
+        data = YAML(typ='safe', pure=True).load(path.read_text())
+    except (OSError, UnicodeDecodeError, YAMLError) as error:
+        raise ConfigError(f'Cannot read {path}: {error}') from None
+    return path, data if isinstance(data, dict) else {}
 
 
 def load_blocks(variant_dir: str | pathlib.Path) -> dict:

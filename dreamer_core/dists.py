@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
+from dreamer_core import rng
 from dreamer_core.config import ConfigError
 
 tfd = tfp.distributions
@@ -34,12 +35,12 @@ class SampleDist:
         return getattr(self._dist, name)
 
     def mean(self) -> tf.Tensor:
-        return tf.reduce_mean(self._dist.sample(self._samples), 0)
+        return tf.reduce_mean(self._dist.sample(self._samples, seed=rng.seed()), 0)
 
     def _sample_and_log_prob(self):
         # Log-probabilities from the pre-tanh samples (TFP's sample_and_log_prob), as the
         # original's bijector cache gave: inverting a saturated float32 action would cap them.
-        return self._dist.experimental_sample_and_log_prob(self._samples)
+        return self._dist.experimental_sample_and_log_prob(self._samples, seed=rng.seed())
 
     def mode(self) -> tf.Tensor:
         # Per batch element, the sample of highest log-probability.

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from dreamer_core import dists, hardware
+from dreamer_core import dists, hardware, rng
 from dreamer_core.config import ConfigError
 from dreamer_core.scan import static_scan
 
@@ -219,7 +219,7 @@ class RSSM(Module):
 
     def _sample(self, stats, sample):
         dist = self.get_dist(stats)
-        stoch = dist.sample() if sample else dist.mode()
+        stoch = dist.sample(seed=rng.seed()) if sample else dist.mode()
         return tf.cast(stoch, dists.compute_dtype())
 
     def _suff_stats(self, name, x):

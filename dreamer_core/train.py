@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from dreamer_core import checks, faults, hardware, identity, registry, runlock, tferrors
+from dreamer_core import checks, faults, hardware, identity, provenance, registry, runlock, tferrors
 from dreamer_core import config as config_lib
 from dreamer_core import envs as envs_lib
 from dreamer_core.errors import UserError
@@ -98,7 +98,11 @@ def prepare_logdir(logdir) -> pathlib.Path:
 
 
 def setup_tensorflow(config):
-    """The one place TensorFlow is set up: logging, threads, seeds, graph mode, precision, GPU."""
+    """The one place TensorFlow is set up: logging, threads, seeds, graph mode, precision, GPU.
+
+    Returns (tf, the precision policy chosen for this machine, whether the update is
+    XLA-compiled): what config.yaml records under `run:` beside the requested values.
+    """
     if config.verbose:
         os.environ['TF_CPP_MIN_LOG_LEVEL'] = '0'
     import tensorflow as tf
@@ -122,7 +126,8 @@ def setup_tensorflow(config):
     if choice.note:
         print(choice.note)
     keras.mixed_precision.set_global_policy(choice.policy)
-    return tf
+    xla = config.jit and hardware.use_xla(config.xla, hardware.gpu_capabilities(tf))  # as Agent
+    return tf, choice.policy, xla
 
 
 def env_seed(config, mode: str, index: int, resume_steps: int) -> int:
@@ -132,7 +137,7 @@ def env_seed(config, mode: str, index: int, resume_steps: int) -> int:
 
 
 def run(config, logdir: pathlib.Path, variant: registry.Variant) -> int:
-    setup_tensorflow(config)
+    tf, policy, xla = setup_tensorflow(config)
     from dreamer_core.agent import Agent
 
     print(f'Logdir {logdir}')
@@ -162,7 +167,9 @@ def run(config, logdir: pathlib.Path, variant: registry.Variant) -> int:
     if (logdir / CHECKPOINT).exists():
         # Before config.yaml and the logs are written: a logdir of another run stays as it was.
         agent.check_checkpoint(logdir / CHECKPOINT)
-    config_lib.save_run(config, logdir / 'config.yaml', variant.name)
+    config_lib.save_run(
+        config, logdir / 'config.yaml', variant.name, run=provenance.collect(policy, xla, tf)
+    )
     logger = Logger(logdir, multiplier=config.action_repeat)
     loop = Loop(config, logdir, logger, train_replay, eval_replay, train_envs, eval_envs)
     try:

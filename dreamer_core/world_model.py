@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
-from dreamer_core import dists, nets, optim
+from dreamer_core import dists, nets, optim, rng
 from dreamer_core.config import Config, ConfigError
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class WorldModel(tf.Module):
         states, feats, actions = [], [], []
         for _ in range(horizon):
             feat = self.rssm.get_feat(state)
-            action = policy(tf.stop_gradient(feat)).sample()
+            action = policy(tf.stop_gradient(feat)).sample(seed=rng.seed())
             states.append(state)
             feats.append(feat)
             actions.append(action)

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+from dreamer_core import config as config_lib
+from dreamer_core import provenance
 from dreamer_core.replay import load_episode
 from tests.e2e import metrics, run_variant
 
@@ -30,7 +32,9 @@ def test_train_and_resume(tmp_path, variant, task, configs):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert 'Prefill dataset (40 steps, 80 frames)' in first.stdout
     assert (logdir / 'variables.npz').exists()
-    assert (logdir / 'config.yaml').exists()
+    run_info = config_lib.load_run_info(logdir)  # what ran: --precision 32 --jit False
+    assert run_info['precision_policy'] == 'float32' and run_info['xla'] is False
+    assert run_info['versions']['tensorflow'] == provenance.versions()['tensorflow']
     train_files = sorted((logdir / 'train_replay').glob('*.npz'))
     eval_files = sorted((logdir / 'eval_replay').glob('*.npz'))
     # 240 frames of 40-frame episodes: 6 training episodes; 1 random + 3 evaluations of 2 each
