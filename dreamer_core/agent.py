@@ -89,9 +89,15 @@ class Agent(tf.Module):
         if mode == 'eval':
             action, noise = self._task_behavior.actor(feat).mode(), self.config.eval_noise
         elif explore:
-            action, noise = self._expl_behavior.actor(feat).sample(), self.config.expl_noise
+            action, noise = (
+                self._expl_behavior.actor(feat).sample(seed=rng.seed()),
+                self.config.expl_noise,
+            )
         else:
-            action, noise = self._task_behavior.actor(feat).sample(), self.config.expl_noise
+            action, noise = (
+                self._task_behavior.actor(feat).sample(seed=rng.seed()),
+                self.config.expl_noise,
+            )
         action = action_noise(tf.cast(action, tf.float32), noise, self.discrete)
         return action, (latent, action)
 
@@ -205,7 +211,12 @@ class Agent(tf.Module):
         arrays = {f'v{i:05d}': v.numpy() for i, (_, v) in enumerate(pairs)}
         generators = self._generators()
         arrays.update({f'g{i:05d}': gen.state.numpy() for i, gen in enumerate(generators)})
-        meta = dict(self._signature(), names=[n for n, _ in pairs], generators=len(generators))
+        meta = dict(
+            self._signature(),
+            names=[n for n, _ in pairs],
+            generators=len(generators),
+            step=int(self.step.numpy()),
+        )
         arrays['meta'] = np.array(json.dumps(meta))
         # A fixed temporary name: a save killed midway is replaced by the next one.
         fileio.atomic_write(
@@ -215,12 +226,13 @@ class Agent(tf.Module):
             kill_point='checkpoint',
         )
 
-    def check_checkpoint(self, path: str | pathlib.Path) -> None:
+    def check_checkpoint(self, path: str | pathlib.Path) -> dict:
         """Raise CheckpointError unless `path` is readable and of this variant and model size
-        (reads only the small metadata entry)."""
-        path = pathlib.Path(path)
-        meta = _read_checkpoint(path, keys=['meta'])['meta']
-        self._check_signature(path, json.loads(str(meta)))
+        (reads only the small metadata entry); returns that entry (with the agent's `step`
+        in checkpoints of this version)."""
+        meta = read_checkpoint_meta(path)
+        self._check_signature(pathlib.Path(path), meta)
+        return meta
 
     def load(self, path: str | pathlib.Path) -> None:
         """Restore every variable; a checkpoint of another agent or size is a clear error."""
@@ -260,6 +272,12 @@ class Agent(tf.Module):
                 + '; '.join(f'{k}: checkpoint {a} vs this run {b}' for k, (a, b) in diff.items())
                 + '. Use a new --logdir or the same variant and config.'
             )
+
+
+def read_checkpoint_meta(path: str | pathlib.Path) -> dict:
+    """The metadata entry of a checkpoint (variant, sizes, names, step); unreadable is a
+    CheckpointError."""
+    return json.loads(str(_read_checkpoint(pathlib.Path(path), keys=['meta'])['meta']))
 
 
 def _read_checkpoint(path, keys=None):

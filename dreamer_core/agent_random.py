@@ -16,6 +16,12 @@ class RandomAgent:
         self._space = act_space
         self._rng = np.random.default_rng(seed)
 
+    def rng_state(self) -> dict:
+        return self._rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state
+
     def __call__(
         self, obs: Mapping[str, np.ndarray], state: Any = None
     ) -> tuple[dict[str, np.ndarray], None]:

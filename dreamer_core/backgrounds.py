@@ -149,7 +149,12 @@ def frames_fingerprint(path, max_frames=MAX_FRAMES):
 
 
 class VideoBackground:
-    """Replaces the blue pixels of each render with frames of a random background video."""
+    """Replaces the blue pixels of each render with frames of a random background video.
+
+    get_state() saves the random generator, the video list (file names in `directory`: the seed
+    shuffled it), the files found unreadable, and the current video and frame index; the frames
+    themselves are decoded again (or taken from the cache) by set_state().
+    """
 
     def __init__(
         self,
@@ -185,6 +190,7 @@ class VideoBackground:
         self.decode_counts = collections.Counter()
         self._cache = collections.OrderedDict()
         self._frames = None
+        self._path = None
         self._index = 0
 
     @property
@@ -205,7 +211,7 @@ class VideoBackground:
             frames = self._load(path)
             if frames is not None:
                 break
-        self._frames = frames
+        self._frames, self._path = frames, path
         self._index = int(self._rng.integers(len(frames)))
 
     def frame(self):
@@ -228,6 +234,28 @@ class VideoBackground:
         else:
             self._index = (self._index + 1) % len(self._frames)
         return result
+
+    def get_state(self):
+        return {
+            'rng': self._rng.bit_generator.state,
+            'files': [path.name for path in self.files],
+            'unreadable': sorted(path.name for path in self.unreadable),
+            'video': None if self._path is None else self._path.name,
+            'index': self._index,
+        }
+
+    def set_state(self, state):
+        self._rng.bit_generator.state = state['rng']
+        self.files = [self.directory / name for name in state['files']]
+        self.unreadable = {self.directory / name for name in state['unreadable']}
+        self._path, self._frames = None, None
+        if state['video'] is not None:
+            path = self.directory / state['video']
+            frames = self._load(path)
+            if frames is None:
+                raise BackgroundError(f'The background video {path} of the saved state is gone.')
+            self._path, self._frames = path, frames
+        self._index = state['index']
 
     def _load(self, path):
         """Decoded frames from the LRU cache, decoding on a miss; None if unreadable."""

@@ -21,8 +21,15 @@ class Driver:
 
     def __init__(self, envs: Sequence[Any]) -> None:
         self._envs = envs
-        self._on_steps, self._on_episodes = [], []
+        self._on_steps, self._on_episodes, self._on_befores = [], [], []
         self.reset()
+
+    def on_before_step(self, callback: Callable[[], None]) -> None:
+        """callback() at the start of every round, after all callbacks of the previous round.
+
+        An exception raised there stops the driver where get_state() can save it.
+        """
+        self._on_befores.append(callback)
 
     def on_step(self, callback: Callable[[dict[str, Any], int], None]) -> None:
         """callback(transition, env_index) after every env step."""
@@ -37,11 +44,41 @@ class Driver:
         self._eps = [None] * len(self._envs)
         self._state = None
 
+    def get_state(self, convert: Callable[[Any], Any]) -> dict[str, Any]:
+        """The last observation, unfinished episode and env state of every env, and the policy
+        state mapped by `convert` (e.g. tensors to numpy); picklable if `convert`'s result is."""
+        saved = []
+        for env, obs, episode in zip(self._envs, self._obs, self._eps):
+            running = obs is not None and not obs['done']
+            saved.append(
+                {'obs': obs, 'episode': list(episode) if running else None, 'env': env.get_state()}
+            )
+        return {'envs': saved, 'policy': None if self._state is None else convert(self._state)}
+
+    def set_state(self, state: dict[str, Any], convert_back: Callable[[Any], Any]) -> None:
+        """Continue from `get_state()`: an env whose state is None (one that cannot save itself)
+        restarts with a new episode; its unfinished one is dropped."""
+        if len(state['envs']) != len(self._envs):
+            raise ValueError(
+                f'The saved driver state has {len(state["envs"])} envs, this driver '
+                f'{len(self._envs)}.'
+            )
+        for i, (env, saved) in enumerate(zip(self._envs, state['envs'])):
+            self._obs[i], self._eps[i] = None, None
+            if saved['env'] is not None:
+                env.set_state(saved['env'])
+                self._obs[i] = saved['obs']
+                self._eps[i] = None if saved['episode'] is None else list(saved['episode'])
+        policy = state['policy']
+        self._state = None if policy is None else convert_back(policy)
+
     def __call__(self, policy: Policy, steps: int = 0, episodes: int = 0) -> list[Arrays]:
         """Step until `steps` env steps and `episodes` episodes are done; returns the episodes
         that ended during this call."""
         step, done = 0, []
         while step < steps or len(done) < episodes:
+            for callback in self._on_befores:
+                callback()
             for i, env in enumerate(self._envs):
                 if self._obs[i] is None or self._obs[i]['done']:
                     obs = env.reset()

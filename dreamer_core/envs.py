@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 SPARSE_TASKS = {('cheetah', 'run_sparse'): 'run', ('walker', 'run_sparse'): 'run'}
 SPARSE_THRESHOLD = 0.25
 DOMAIN_ALIASES = {'cup': 'ball_in_cup'}
+# Float model arrays a task never changes and that can be large (the dog's meshes are 30 MB):
+# left out of DMC.get_state.
+CONSTANT_MODEL_PREFIXES = ('bvh_', 'mesh_', 'skin_', 'flex_', 'tex_', 'oct_')
 
 
 class TaskError(UserError, ValueError):
@@ -134,7 +137,14 @@ class Space:
 
 
 class DMC:
-    """A dm_control suite task rendered to images; action repeat sums rewards."""
+    """A dm_control suite task rendered to images; action repeat sums rewards.
+
+    get_state() saves MuJoCo's integration state (time, qpos, qvel, act, controls, applied
+    forces, mocap, warm start), every float array of the model but the large constant ones (the
+    tasks move targets and resize sites at reset: reacher, finger, fish, swimmer, manipulator,
+    stacker, point_mass, quadruped_escape's terrain), the dm_control Environment's step count and
+    reset flag, the task's RandomState and the background's state.
+    """
 
     def __init__(
         self,
@@ -187,6 +197,45 @@ class DMC:
                 break
         return self._obs(time_step, reward)
 
+    def get_state(self) -> dict[str, Any]:
+        import mujoco
+
+        physics = self._env.physics
+        model, data = physics.model.ptr, physics.data.ptr
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        integration = np.empty(mujoco.mj_stateSize(model, spec), np.float64)
+        mujoco.mj_getState(model, data, integration, spec)
+        return {
+            'integration': integration,
+            'model': {name: np.array(getattr(model, name)) for name in _mutable_fields(model)},
+            'step_count': int(self._env._step_count),
+            'reset_next_step': bool(self._env._reset_next_step),
+            'random': self._env.task.random.get_state(),
+            'background': None if self._background is None else self._background.get_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        import mujoco
+
+        physics = self._env.physics
+        model, data = physics.model.ptr, physics.data.ptr
+        for name, value in state['model'].items():
+            getattr(model, name)[...] = value
+        if model.nhfield and self._images:  # the renderer holds its own copy of the terrain
+            with physics.contexts.gl.make_current() as context:
+                for index in range(model.nhfield):
+                    context.call(mujoco.mjr_uploadHField, model, physics.contexts.mujoco.ptr, index)
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        mujoco.mj_setState(model, data, state['integration'], spec)
+        # Every dm_control step ends with mj_step1 and the next one starts with mj_step2, which
+        # reads what mj_step1 computed from the state (Physics.step); so does the render.
+        mujoco.mj_step1(model, data)
+        self._env._step_count = state['step_count']
+        self._env._reset_next_step = state['reset_next_step']
+        self._env.task.random.set_state(state['random'])
+        if self._background is not None:
+            self._background.set_state(state['background'])
+
     def render(self) -> np.ndarray:
         image = self._env.physics.render(*self._size, camera_id=self._camera)
         if self._background is not None:
@@ -215,7 +264,11 @@ class DMC:
 
 
 class Atari:
-    """ALE with sticky actions, full action space, no-op starts, max-pooled action repeat."""
+    """ALE with sticky actions, full action space, no-op starts, max-pooled action repeat.
+
+    get_state() saves the ALE state with its random generator (sticky actions; serialized
+    bytes), the no-op generator and the last max-pooled screen.
+    """
 
     def __init__(
         self,
@@ -267,6 +320,19 @@ class Atari:
         self._last = np.max(np.stack(frames[-2:]), 0)
         return self._obs(reward, reset=False, done=self._ale.game_over())
 
+    def get_state(self) -> dict[str, Any]:
+        return {
+            'ale': self._ale.cloneState(include_rng=True).serialize(),
+            'rng': self._rng.bit_generator.state,
+            'last': getattr(self, '_last', None),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        ale_py, _ = _import_ale()
+        self._ale.restoreState(ale_py.ALEState(state['ale']))
+        self._rng.bit_generator.state = state['rng']
+        self._last = state['last']
+
     def _screen(self):
         return self._ale.getScreenGrayscale() if self._gray else self._ale.getScreenRGB()
 
@@ -291,6 +357,17 @@ class Atari:
         pass
 
 
+def _mutable_fields(model):
+    """Names of the float arrays of a MuJoCo model that a task may change."""
+    return [
+        name
+        for name in dir(model)
+        if not name.startswith(('_', *CONSTANT_MODEL_PREFIXES))
+        and isinstance(getattr(model, name), np.ndarray)
+        and getattr(model, name).dtype.kind == 'f'
+    ]
+
+
 def _import_ale():
     try:
         import ale_py
@@ -303,7 +380,10 @@ def _import_ale():
 
 
 class NormalizeAction:
-    """Expose actions in [-1, 1] for bounded continuous action spaces."""
+    """Expose actions in [-1, 1] for bounded continuous action spaces.
+
+    Stateless: get_state/set_state are the env's (forwarded by __getattr__).
+    """
 
     def __init__(self, env: DMC) -> None:
         self._env = env
@@ -320,7 +400,10 @@ class NormalizeAction:
 
 
 class TimeLimit:
-    """End episodes after `duration` agent steps (discount stays 1: a cut, not a terminal)."""
+    """End episodes after `duration` agent steps (discount stays 1: a cut, not a terminal).
+
+    get_state() saves the step counter around the env's state; None when the env has none.
+    """
 
     def __init__(self, env: DMC | Atari | NormalizeAction, duration: int) -> None:
         self._env, self._duration, self._step = env, duration, None
@@ -341,6 +424,14 @@ class TimeLimit:
         if obs['done']:
             self._step = None
         return obs
+
+    def get_state(self) -> dict[str, Any] | None:
+        inner = self._env.get_state()
+        return None if inner is None else {'step': self._step, 'env': inner}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._env.set_state(state['env'])
+        self._step = state['step']
 
 
 def resolve_bg_path(path: str | pathlib.Path, variant_root: str | pathlib.Path) -> pathlib.Path:

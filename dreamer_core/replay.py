@@ -26,6 +26,9 @@ import numpy as np
 from dreamer_core import fileio
 from dreamer_core.errors import UserError
 
+# Generator states kept for `rng_state`: more than a prefetching dataset draws ahead.
+KEPT_STATES = 16
+
 
 def load_episode(path):
     """Read every array of one .npz episode into memory (so corruption surfaces here)."""
@@ -224,6 +227,11 @@ class Replay:
         self._obs_shapes = {k: tuple(v) for k, v in (obs_shapes or {}).items()}
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
+        # The generator's state after each batch drawn since `dataset` or `batches` began: a
+        # prefetching dataset draws ahead of the updates, and a checkpoint must hold the state
+        # after the last batch an update used (`rng_state(used)`).
+        self._drawn = 0
+        self._states = collections.OrderedDict({0: self._rng.bit_generator.state})
         self._episodes = []  # oldest first
         self._eligible = {}  # window length -> indices of episodes long enough
         self._reference = None  # the keys, dtypes and step shapes every episode must have
@@ -446,7 +454,34 @@ class Replay:
             )
         with self._lock:
             picks = [self._pick(length, oversample_ends) for _ in range(batch)]
+            self._drawn += 1
+            self._states[self._drawn] = self._rng.bit_generator.state
+            while len(self._states) > KEPT_STATES:
+                self._states.popitem(last=False)
         return self._gather(picks, length)
+
+    def rng_state(self, used=None):
+        """The sampling generator's state after the first `used` batches drawn since the
+        dataset began (None: after every batch drawn), for a checkpoint."""
+        with self._lock:
+            if used is None:
+                return self._rng.bit_generator.state
+            if used not in self._states:
+                raise ValueError(
+                    f'The replay keeps the generator state of its last {KEPT_STATES} batches; '
+                    f'batch {used} of {self._drawn} is not among them.'
+                )
+            return self._states[used]
+
+    def set_rng_state(self, state):
+        """Continue sampling from a state `rng_state` gave; the batch count starts again."""
+        with self._lock:
+            self._rng.bit_generator.state = state
+            self._restart_count()
+
+    def _restart_count(self):
+        self._drawn = 0
+        self._states = collections.OrderedDict({0: self._rng.bit_generator.state})
 
     def _gather(self, picks, length):
         """The windows (episode, start) copied into one array per key; the image rows of an
@@ -517,10 +552,12 @@ class Replay:
         return eligible
 
     def dataset(self, batch, length, oversample_ends):
-        """An infinite tf.data.Dataset of `sample(...)` dicts, prefetched."""
+        """An infinite tf.data.Dataset of `sample(...)` dicts, prefetched (drawn ahead of
+        their use: which episodes a batch can come from depends on thread timing)."""
         import tensorflow as tf  # lazily: replay files are usable without TensorFlow
 
         with self._lock:
+            self._restart_count()
             if not self._episodes:
                 raise ReplayError(
                     f'Replay {self._directory} is empty: add or prefill episodes '
@@ -540,3 +577,22 @@ class Replay:
 
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         return dataset.prefetch(2)
+
+    def batches(self, batch, length, oversample_ends):
+        """An infinite iterator of `sample(...)` dicts as tensors, each drawn when asked for:
+        the same draws as `dataset`, but each batch sees exactly the episodes added before it
+        was asked for, so a run is reproducible (config deterministic)."""
+        import tensorflow as tf
+
+        with self._lock:
+            if not self._episodes:
+                raise ReplayError(
+                    f'Replay {self._directory} is empty: add or prefill episodes '
+                    f'before calling batches().'
+                )
+            self._restart_count()
+        while True:
+            yield {
+                k: tf.convert_to_tensor(v)
+                for k, v in self.sample(batch, length, oversample_ends).items()
+            }

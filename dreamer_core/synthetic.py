@@ -19,7 +19,10 @@ SQUARE = 0.12  # side of each square, of the frame's side
 
 
 class Shapes:
-    """`synth_shapes`: continuous actions in [-1, 1]^2, rewards summed over the action repeat."""
+    """`synth_shapes`: continuous actions in [-1, 1]^2, rewards summed over the action repeat.
+
+    get_state() saves the random generator, the background and the squares.
+    """
 
     def __init__(self, action_repeat: int = 1, size: Sequence[int] = (64, 64), seed: int = 0):
         from dreamer_core.envs import Space
@@ -68,6 +71,18 @@ class Shapes:
             reward += 1.0 - distance / np.sqrt(2)
         return self._obs(reward)
 
+    def get_state(self) -> dict[str, Any]:
+        return {
+            'rng': self._rng.bit_generator.state,
+            'background': None if self._background is None else self._background.copy(),
+            'state': None if self._state is None else _copy(self._state),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._rng.bit_generator.state = state['rng']
+        self._background = None if state['background'] is None else state['background'].copy()
+        self._state = None if state['state'] is None else _copy(state['state'])
+
     def render(self) -> np.ndarray:
         image = self._background.copy()
         height, width = self._size
@@ -90,3 +105,7 @@ class Shapes:
 
     def close(self) -> None:
         pass
+
+
+def _copy(arrays):
+    return {key: np.array(value) for key, value in arrays.items()}

@@ -26,6 +26,7 @@ class Batches:
 
     def __init__(self, dataset):
         self._iterator = iter(dataset)
+        self.used = 0  # batches handed out (the replay's `rng_state(used)` follows them)
 
     def __iter__(self):
         return self
@@ -34,7 +35,9 @@ class Batches:
         import tensorflow as tf
 
         try:
-            return next(self._iterator)
+            batch = next(self._iterator)
+            self.used += 1
+            return batch
         except tf.errors.OpError as error:
             carried = carried_error(error)
             if carried is None:

@@ -15,7 +15,17 @@ import time
 
 import numpy as np
 
-from dreamer_core import checks, faults, hardware, identity, provenance, registry, runlock, tferrors
+from dreamer_core import (
+    checks,
+    faults,
+    hardware,
+    identity,
+    provenance,
+    registry,
+    runlock,
+    runstate,
+    tferrors,
+)
 from dreamer_core import config as config_lib
 from dreamer_core import envs as envs_lib
 from dreamer_core.errors import UserError
@@ -116,6 +126,10 @@ def setup_tensorflow(config):
     random.seed(config.seed)
     np.random.seed(config.seed)
     tf.random.set_seed(config.seed)
+    if config.deterministic:
+        # Every op gives the same result on the same inputs (no racing reductions): with the
+        # seeded streams and batches drawn in step with the updates, one seed is one run.
+        tf.config.experimental.enable_op_determinism()
     gpus = tf.config.list_physical_devices('GPU')
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
@@ -136,9 +150,33 @@ def env_seed(config, mode: str, index: int, resume_steps: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0] % (2**31))
 
 
+def resume_point(config, logdir, train_replay, eval_replay, meta):
+    """(agent step to go on from, the saved run state or None) for a logdir whose replays are
+    loaded and whose checkpoint has metadata `meta` (None without a checkpoint).
+
+    With a run state of the files on disk, the run goes on exactly from it. Without one (a
+    new run, a kill, a logdir of an earlier version) it goes on from the furthest point its
+    episodes, logs or checkpoint reached, so that frames never go backwards.
+    """
+    state = runstate.load(logdir)
+    logged = runstate.last_logged_step(logdir, config.action_repeat)
+    episodes = {'train': train_replay.total_episodes, 'eval': eval_replay.total_episodes}
+    checkpoint_step = None if meta is None else meta.get('step')
+    if state is not None and not runstate.matches(state, episodes, checkpoint_step, logged):
+        print(
+            f'The run state in {logdir} is older than its stored episodes, logs or checkpoint '
+            '(the run was killed, not stopped): resuming from them, without the unfinished '
+            'episodes.'
+        )
+        state = None
+    if state is not None:
+        return state['step'], state
+    return max(train_replay.total_steps, logged, checkpoint_step or 0), None
+
+
 def run(config, logdir: pathlib.Path, variant: registry.Variant) -> int:
     tf, policy, xla = setup_tensorflow(config)
-    from dreamer_core.agent import Agent
+    from dreamer_core.agent import Agent, read_checkpoint_meta
 
     print(f'Logdir {logdir}')
     obs_shapes = {'image': envs_lib.obs_shape(config)}
@@ -148,7 +186,10 @@ def run(config, logdir: pathlib.Path, variant: registry.Variant) -> int:
     eval_replay = Replay(
         logdir / 'eval_replay', config.time_limit or 1, config.seed + 1, obs_shapes, in_memory=True
     )
-    resume = train_replay.total_steps
+    meta = None
+    if (logdir / CHECKPOINT).exists():
+        meta = read_checkpoint_meta(logdir / CHECKPOINT)
+    resume, state = resume_point(config, logdir, train_replay, eval_replay, meta)
     make = lambda mode, i: envs_lib.make_env(
         config, mode, variant.root, seed=env_seed(config, mode, i, resume)
     )
@@ -164,7 +205,7 @@ def run(config, logdir: pathlib.Path, variant: registry.Variant) -> int:
         variant.load_loss(),
         variant.name,
     )
-    if (logdir / CHECKPOINT).exists():
+    if meta is not None:
         # Before config.yaml and the logs are written: a logdir of another run stays as it was.
         agent.check_checkpoint(logdir / CHECKPOINT)
     config_lib.save_run(
@@ -172,14 +213,16 @@ def run(config, logdir: pathlib.Path, variant: registry.Variant) -> int:
     )
     logger = Logger(logdir, multiplier=config.action_repeat)
     loop = Loop(config, logdir, logger, train_replay, eval_replay, train_envs, eval_envs)
+    loop.resume(resume, state)
     try:
         loop.prefill(act_space)
         loop.start(agent)
         loop.train()
     except Stop:
         loop.save()
+        saved = 'checkpoint, run state' if loop.agent is not None else 'run state'
         print(
-            f'Stopped at frame {loop.frames}; checkpoint and replay saved. '
+            f'Stopped at frame {loop.frames}; {saved} and replay saved. '
             f'Resume with the same command (same --logdir {logdir}).'
         )
     finally:
@@ -205,8 +248,13 @@ class Loop:
         self.train_replay, self.eval_replay = train_replay, eval_replay
         self.train_driver, self.eval_driver = Driver(train_envs), Driver(eval_envs)
         self.agent = None
+        self.train_data = self.eval_data = None
         self._step = train_replay.total_steps
         self.phase = 'prefill'
+        self.pretrained = 0  # pretraining updates done
+        self.chunk_end = None  # the step where the current stretch of training ends
+        self.random_agents = {}  # the prefill's random policies, by mode
+        self._random_states = {}  # their generators' saved states, restored when made
         self.progress = None
         self.last_eval_frame = self._read_last_eval_frame()
         self.evaluates = config.eval_eps > 0  # eval_eps 0: no evaluation episodes at all
@@ -226,6 +274,9 @@ class Loop:
         self.train_driver.on_episode(lambda ep: self.per_episode(ep, 'train'))
         self.eval_driver.on_episode(lambda ep: self.per_episode(ep, 'eval'))
         self.train_driver.on_step(self.on_train_step)
+        # A requested stop takes effect between two steps, when every callback of the last one
+        # has run (its episode stored): the state saved there is a clean one to resume from.
+        self.train_driver.on_before_step(self.check_stop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
 
@@ -256,9 +307,85 @@ class Loop:
         if self._stop_requested:
             raise Stop()
 
+    def schedules(self):
+        return {
+            'train': self.should_train,
+            'log': self.should_log,
+            'video_train': self.should_video['train'],
+            'video_eval': self.should_video['eval'],
+        }
+
+    def resume(self, step, state=None):
+        """Go on from agent step `step`; with `state` (runstate.py) exactly from the last save."""
+        self._step = step
+        if state is None:
+            if step:  # after a kill: sample with a stream of its own, not the first one again
+                rng = np.random.default_rng([self.config.seed, step])
+                self.train_replay.set_rng_state(rng.bit_generator.state)
+            return
+        import tensorflow as tf
+
+        self.phase = state['phase']
+        self.updates = state['updates']
+        self.skipped_in_a_row = state['skipped_in_a_row']
+        self.pretrained = state['pretrained']
+        self.chunk_end = state['chunk_end']
+        self.metrics = collections.defaultdict(list, state['metrics'])
+        for name, every in self.schedules().items():
+            every._last = state['schedules'][name]
+        self.train_replay.set_rng_state(state['replay_rng']['train'])
+        self.eval_replay.set_rng_state(state['replay_rng']['eval'])
+        self._random_states = state['random_agents']
+        to_tensors = lambda nest: tf.nest.map_structure(tf.convert_to_tensor, nest)
+        self.train_driver.set_state(state['drivers']['train'], to_tensors)
+        self.eval_driver.set_state(state['drivers']['eval'], to_tensors)
+        print(f'Resuming at frame {self.frames} ({self.phase}), where the run stopped.')
+
+    def run_state(self):
+        """What `resume` needs to go on exactly from here (see runstate.py)."""
+        to_numpy = lambda nest: _nest_to_numpy(nest)
+        replay_rng = {
+            'train': self.train_replay.rng_state(self.train_data and self.train_data.used),
+            'eval': self.eval_replay.rng_state(self.eval_data and self.eval_data.used),
+        }
+        return {
+            'step': self.step,
+            'phase': self.phase,
+            'updates': self.updates,
+            'skipped_in_a_row': self.skipped_in_a_row,
+            'pretrained': self.pretrained,
+            'chunk_end': self.chunk_end,
+            'metrics': {k: list(v) for k, v in self.metrics.items()},
+            'schedules': {name: every._last for name, every in self.schedules().items()},
+            'episodes': {
+                'train': self.train_replay.total_episodes,
+                'eval': self.eval_replay.total_episodes,
+            },
+            'agent_step': self.step if self.agent is not None else None,
+            'replay_rng': replay_rng,
+            'random_agents': {
+                mode: agent.rng_state() for mode, agent in self.random_agents.items()
+            },
+            'drivers': {
+                'train': self.train_driver.get_state(to_numpy),
+                'eval': self.eval_driver.get_state(to_numpy),
+            },
+        }
+
+    def random_agent(self, mode, act_space):
+        """The prefill's random policy for `mode`, its generator where the last save left it."""
+        from dreamer_core.agent_random import RandomAgent
+
+        if mode not in self.random_agents:
+            seed = self.config.seed + (mode == 'eval')
+            agent = RandomAgent(act_space, seed)
+            if mode in self._random_states:
+                agent.set_rng_state(self._random_states[mode])
+            self.random_agents[mode] = agent
+        return self.random_agents[mode]
+
     def on_train_step(self, transition, index):
         self.step += 1
-        self.check_stop()
         if self.progress is not None:
             self.progress.update(self.config.action_repeat)
         if self.phase == 'prefill':
@@ -317,49 +444,71 @@ class Loop:
         self.logger.write(self.step)
 
     def prefill(self, act_space):
-        from dreamer_core.agent_random import RandomAgent
-
-        missing = max(0, self.units.prefill - self.train_replay.total_steps)
+        missing = max(0, self.units.prefill - self.step) if self.phase == 'prefill' else 0
         if missing:
             frames = missing * self.config.action_repeat
             print(f'Prefill dataset ({missing} steps, {frames} frames).')
             self.progress = progress(frames, 'prefill', 'frames')
-            self.train_driver(RandomAgent(act_space, self.config.seed), steps=missing)
+            self.train_driver(self.random_agent('train', act_space), steps=missing)
             self.progress.close()
             self.progress = None
             self.train_driver.reset()
         if self.evaluates and not self.eval_replay.total_episodes:
-            self.eval_driver(RandomAgent(act_space, self.config.seed + 1), episodes=1)
+            self.eval_driver(self.random_agent('eval', act_space), episodes=1)
             self.eval_driver.reset()
 
     def start(self, agent):
-        """Attach the agent: one update creates its variables; then resume or pretrain."""
+        """Attach the agent: build it with one update (or resume it from its checkpoint),
+        then pretrain."""
         self.agent = agent
         self.step = self._step  # The agent's step follows the loop's from here on.
-        self.train_data = tferrors.Batches(self.train_replay.dataset(**self.config.dataset))
-        if self.evaluates:
-            self.eval_data = tferrors.Batches(self.eval_replay.dataset(**self.config.dataset))
-        # One update creates every variable, optimizer state included (as DreamerV2 does);
-        # a resumed run then overwrites them all from its checkpoint.
-        self.update()
         path = self.logdir / CHECKPOINT
-        if path.exists():
+        resuming = path.exists()
+        if resuming:
+            # Variables made without an update, no batch or random draw used, then all of
+            # them overwritten from the checkpoint (its random streams included).
+            agent.create_variables(self._example_batch())
             agent.load(path)
             print(f'Resumed agent from {path} at frame {self.frames}.')
-        elif self.config.pretrain:
+        make = self.train_replay.dataset
+        if self.config.deterministic:
+            make = self.train_replay.batches
+        self.train_data = tferrors.Batches(make(**self.config.dataset))
+        if self.evaluates:
+            make = (
+                self.eval_replay.batches if self.config.deterministic else self.eval_replay.dataset
+            )
+            self.eval_data = tferrors.Batches(make(**self.config.dataset))
+        if not resuming:
+            # One update creates every variable, optimizer state included (as DreamerV2 does).
+            self.update()
+        elif self.phase != 'pretrain':
+            return  # pretrained before the save; its metrics (restored) are of training
+        self.phase = 'pretrain'
+        remaining = self.config.pretrain - self.pretrained
+        if remaining > 0:
             # As in DreamerV2, `pretrain` updates follow the one that built the agent.
-            print(f'Pretrain agent ({self.config.pretrain} more updates).')
-            bar = progress(self.config.pretrain, 'pretrain', 'updates')
-            for _ in range(self.config.pretrain):
+            print(f'Pretrain agent ({remaining} more updates).')
+            bar = progress(remaining, 'pretrain', 'updates')
+            for _ in range(remaining):
                 self.update()
+                self.pretrained += 1
                 faults.kill_point('pretrain')
                 self.check_stop()
                 bar.update(1)
             bar.close()
         # As in DreamerV2, the metrics of these updates are not logged: the first logged
-        # values average training updates only (on resuming, none of the building update's,
-        # whose weights the checkpoint replaced).
+        # values average training updates only.
         self.metrics.clear()
+
+    def _example_batch(self):
+        """Two short windows of the replay to build the agent's variables on, drawn without
+        moving the replay's sampler."""
+        state = self.train_replay.rng_state()
+        length = min(4, self.config.dataset.length)
+        batch = self.train_replay.sample(2, length, self.config.dataset.oversample_ends)
+        self.train_replay.set_rng_state(state)
+        return batch
 
     def update(self):
         import tensorflow as tf
@@ -435,13 +584,17 @@ class Loop:
 
         while self.step < total:
             self.logger.write(self.step)
-            # Not when this frame has its evaluation already (e.g. a resumed finished run).
-            if self.evaluates and self.last_eval_frame != self.frames:
-                print('Start evaluation.')
-                self.evaluate()
-                self.check_stop()
-            print('Start training.')
-            self.train_driver(policy, steps=min(self.units.eval_every, total - self.step))
+            # A stretch of eval_every frames begins with an evaluation; a run resumed inside
+            # one finishes it first.
+            if self.chunk_end is None or self.step >= self.chunk_end:
+                # Not when this frame has its evaluation already (e.g. a resumed finished run).
+                if self.evaluates and self.last_eval_frame != self.frames:
+                    print('Start evaluation.')
+                    self.evaluate()
+                    self.check_stop()
+                self.chunk_end = self.step + self.units.eval_every
+                print('Start training.')
+            self.train_driver(policy, steps=min(self.chunk_end, total) - self.step)
             self.save()
         if self.progress is not None:
             self.progress.close()
@@ -465,6 +618,15 @@ class Loop:
         return frame
 
     def save(self):
+        """The agent's checkpoint, then the loop's state (runstate.py), each atomically."""
         if self.agent is not None:
             self.agent.save(self.logdir / CHECKPOINT)
             print(f'Saved checkpoint {self.logdir / CHECKPOINT}.')
+        runstate.save(self.logdir, self.run_state())
+
+
+def _nest_to_numpy(nest):
+    """A policy's recurrent state (TensorFlow tensors, or None) as NumPy arrays."""
+    import tensorflow as tf
+
+    return tf.nest.map_structure(np.asarray, nest)

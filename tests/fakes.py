@@ -64,6 +64,13 @@ class FakeEnv:
             self._step = None
         return obs
 
+    def get_state(self):
+        return {'rng': self._rng.bit_generator.state, 'step': self._step}
+
+    def set_state(self, state):
+        self._rng.bit_generator.state = state['rng']
+        self._step = state['step']
+
     def close(self):
         self.closed = True
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from dreamer_core import build
+from dreamer_core.agent import read_checkpoint_meta
 from dreamer_core.logger import Logger
 from dreamer_core.replay import Replay
-from dreamer_core.train import Loop
+from dreamer_core.train import Loop, resume_point
 from tests.fakes import FakeEnv
 
 LENGTH, ACT, REPEAT = 10, 2, 2  # 10-step episodes of 20 frames
@@ -35,8 +36,11 @@ class FakeAgent:
     def policy(self, obs, state=None, mode='train'):
         return {'action': np.zeros((len(obs['image']), ACT), np.float32)}, state
 
+    def create_variables(self, data):
+        self.created = True
+
     def save(self, path):
-        path.write_bytes(b'fake')
+        np.savez(path, meta=json.dumps({'step': int(self.step.numpy())}))
         self.saved += 1
 
     def load(self, path):
@@ -65,7 +69,11 @@ def make_loop(tmp_path, steps=100):
     replays = [Replay(logdir / f'{m}_replay', 10**6, 0, shapes) for m in ('train', 'eval')]
     envs = [[FakeEnv(LENGTH, ACT, seed=i)] for i in range(2)]
     logger = Logger(logdir, multiplier=REPEAT, outputs=('jsonl',))
-    return Loop(config, logdir, logger, *replays, *envs), logger
+    loop = Loop(config, logdir, logger, *replays, *envs)
+    path = logdir / 'variables.npz'
+    meta = read_checkpoint_meta(path) if path.exists() else None
+    loop.resume(*resume_point(config, logdir, *replays, meta))  # as train.run
+    return loop, logger
 
 
 def run(loop, logger):
@@ -118,7 +126,7 @@ def test_finished_run_resumed_does_not_evaluate_the_same_frame_twice(tmp_path):
     run(loop, logger)
     loop, logger = make_loop(tmp_path)
     agent = run(loop, logger)
-    assert agent.loaded == 1 and len(agent.update_steps) == 1  # resumed: no pretraining
+    assert agent.loaded == 1 and not agent.update_steps  # resumed: no build, no pretraining
     assert [e['step'] for e in evaluations(loop)] == [40, 100]
 
 
@@ -135,12 +143,13 @@ def test_logged_metrics_average_training_updates_only(tmp_path):
     # [5] at step 21, [6..10] at step 31, [11..15] at step 41.
     assert agent.update_steps[4] == 21
     assert logged(loop, 'update') == [5.0, 8.0, 13.0]
-    # Resumed to more frames: update 1 builds the agent (its weights are then replaced from the
-    # checkpoint) and is not logged either: [2] at step 51, [3..7] at step 61.
+    # Resumed to more frames: the agent is built without an update and loaded, and the
+    # schedules and unlogged metrics go on where they were: the first run's updates 16-19
+    # (steps 43-49) and this run's first at step 51, then [2..6] at step 61.
     loop, logger = make_loop(tmp_path, 140)
     agent = run(loop, logger)
-    assert agent.loaded == 1 and agent.update_steps[:2] == [50, 51]
-    assert logged(loop, 'update')[3:] == [2.0, 5.0]
+    assert agent.loaded == 1 and agent.created and agent.update_steps[:2] == [51, 53]
+    assert logged(loop, 'update')[3:] == [(16 + 17 + 18 + 19 + 1) / 5, 4.0]
 
 
 @pytest.mark.parametrize('steps', [100, 140])
