@@ -207,7 +207,7 @@ def stop_with(logdir, sig, wait_for, steps=400):
 
 def stopped_frame(stdout):
     match = re.search(
-        r'Stopped at frame (\d+); checkpoint and replay saved\. '
+        r'Stopped at frame (\d+); checkpoint, run state and replay saved\. '
         r'Resume with the same command \(same --logdir .*\)\.',
         stdout,
     )
