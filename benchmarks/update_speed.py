@@ -106,6 +106,7 @@ def measure(args) -> dict:
         'policy': keras.mixed_precision.global_policy().name,
         'onednn': hardware.onednn_enabled(),
         'xla': args.xla,
+        'deterministic': bool(config.deterministic),
         'tiny': args.tiny,
         'compile_s': compile_s,
         'trace_s': trace_s,

@@ -7,13 +7,16 @@ the same run never stopped; its frames never go backwards. Another seed gives an
 """
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
 from dreamer_core import runstate
 from dreamer_core.replay import load_episode
-from tests.e2e import metrics, run_variant
+from tests.e2e import REPO, metrics, run_variant
 
 VARIANT, TASK = 'DreamerPro', 'dmc_walker_walk'
 FLAGS = ('--task', TASK, '--deterministic', 'True')
@@ -118,3 +121,39 @@ def test_a_killed_run_resumes_without_going_back(tmp_path):
         assert all(b > a for a, b in zip(frames, frames[1:])), key
     evals = [json.loads(line)['step'] for line in (logdir / 'eval_returns.jsonl').open()]
     assert evals == sorted(set(evals)) and evals[-1] == 240
+
+
+# Each variant at tiny size, compiled as in training, with op determinism: two agents built with
+# one seed make the same first updates on the same batch, bit for bit; another seed does not.
+FIRST_UPDATES = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from dreamer_core import build, registry
+    from tests import tiny
+
+    out = {}
+    for variant in registry.VARIANTS:
+        runs = []
+        for seed in (0, 0, 1):
+            flags = ['--seed', str(seed), '--deterministic', 'True', '--jit', 'True']
+            flags += ['--dataset.batch', '3', '--dataset.length', '9']
+            agent, config = tiny.tiny_agent(variant, flags)
+            batch = build.synthetic_batch(config, act_dim=6, seed=5)
+            runs.append([{k: float(v) for k, v in agent.train(batch).items()} for _ in range(3)])
+        out[variant] = runs
+    json.dump(out, sys.stdout)
+""")
+
+
+def test_one_seed_gives_the_same_first_updates_and_another_seed_others():
+    result = subprocess.run(
+        [sys.executable, '-c', FIRST_UPDATES], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(runs) == {'dreamer', 'dreamerpro', 'tpc'}
+    for variant, (first, again, other) in runs.items():
+        assert len(first) == 3 and len(first[0]) > 10
+        assert first == again, variant  # every metric of every update, exactly
+        for update, (a, b) in enumerate(zip(first, other)):
+            assert a['model_loss'] != b['model_loss'], (variant, update)

@@ -62,7 +62,13 @@ def checkpoint_frames(logdir):
     with np.load(path, allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
     meta = json.loads(str(arrays.pop('meta')))
+    generators = [arrays.pop(f'g{i:05d}') for i in range(meta['generators'])]
     assert meta['variant'] == 'dreamer' and len(meta['names']) == len(arrays)
+    assert (
+        len(generators) == 1
+        and meta['step'] * ACTION_REPEAT
+        == int(arrays[f'v{meta["names"].index("step"):05d}']) * ACTION_REPEAT
+    )
     return int(arrays[f'v{meta["names"].index("step"):05d}']) * ACTION_REPEAT
 
 
