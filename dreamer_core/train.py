@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import json
 import os
@@ -467,7 +468,8 @@ class Loop:
         if resuming:
             # Variables made without an update, no batch or random draw used, then all of
             # them overwritten from the checkpoint (its random streams included).
-            agent.create_variables(self._example_batch())
+            with self.finite():  # its one eager update on a slice checks numerics too
+                agent.create_variables(self._example_batch())
             agent.load(path)
             print(f'Resumed agent from {path} at frame {self.frames}.')
         make = self.train_replay.dataset
@@ -510,16 +512,13 @@ class Loop:
         self.train_replay.set_rng_state(state)
         return batch
 
-    def update(self):
+    @contextlib.contextmanager
+    def finite(self):
+        """A non-finite loss or gradient inside the block (check_numerics) stops the run."""
         import tensorflow as tf
 
         try:
-            start = time.perf_counter()
-            batch = next(self.train_data)
-            ready = time.perf_counter()
-            mets = self.agent.train(batch)  # numpy out: waits for the update
-            self.clock['data'] += ready - start
-            self.clock['update'] += time.perf_counter() - ready
+            yield
         except tf.errors.InvalidArgumentError as e:
             # check_numerics reports '<name> : Tensor had NaN values' after an eager or graph prefix.
             match = re.search(r'(\w+) : Tensor had (\w+) values', e.message)
@@ -529,6 +528,15 @@ class Loop:
             raise Diverged(
                 f'{name} is not finite ({kind}) at frame {self.frames} (update {self.updates + 1}).'
             ) from None
+
+    def update(self):
+        with self.finite():
+            start = time.perf_counter()
+            batch = next(self.train_data)
+            ready = time.perf_counter()
+            mets = self.agent.train(batch)  # numpy out: waits for the update
+            self.clock['data'] += ready - start
+            self.clock['update'] += time.perf_counter() - ready
         self.updates += 1
         skipped = mets.get('model_skipped', 0.0)
         self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
@@ -584,15 +592,17 @@ class Loop:
 
         while self.step < total:
             self.logger.write(self.step)
-            # A stretch of eval_every frames begins with an evaluation; a run resumed inside
-            # one finishes it first.
+            # Stretches of eval_every frames from the end of prefill, each begun with an
+            # evaluation; a run resumed inside one finishes it first.
             if self.chunk_end is None or self.step >= self.chunk_end:
-                # Not when this frame has its evaluation already (e.g. a resumed finished run).
-                if self.evaluates and self.last_eval_frame != self.frames:
+                boundary = self._last_boundary()
+                # Not when this stretch has its evaluation (e.g. a resumed finished run).
+                last = self.last_eval_frame
+                if self.evaluates and (last is None or last < boundary * self.config.action_repeat):
                     print('Start evaluation.')
                     self.evaluate()
                     self.check_stop()
-                self.chunk_end = self.step + self.units.eval_every
+                self.chunk_end = boundary + self.units.eval_every
                 print('Start training.')
             self.train_driver(policy, steps=min(self.chunk_end, total) - self.step)
             self.save()
@@ -604,6 +614,13 @@ class Loop:
             self.evaluate()
             self.save()
         print(f'Finished {self.frames} frames.')
+
+    def _last_boundary(self):
+        """The last start of a stretch at or before the current step: stretches of eval_every
+        steps from the end of prefill, as in a run never stopped, also after a kill."""
+        start = min(self.units.prefill, self.step)
+        every = self.units.eval_every
+        return start + (self.step - start) // every * every
 
     def _read_last_eval_frame(self):
         """The frame of the last evaluation in eval_returns.jsonl (None if there is none)."""
