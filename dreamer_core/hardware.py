@@ -64,7 +64,8 @@ def choose_precision(precision, gpu_capabilities, cpu_flags) -> Precision:
     `gpu_capabilities` lists each GPU's compute capability as (major, minor); empty on a CPU.
     - 32: float32 everywhere.
     - 16: mixed_float16 (with loss scaling) on a GPU. Without a GPU float16 is emulated and 20-35x
-      slower, so it becomes mixed_bfloat16 on a CPU with native bf16 and float32 otherwise.
+      slower, so it becomes float32, the precision of every learning run measured on a CPU
+      (bf16 is the opt-in: `--precision bf16`).
     - bf16: mixed_bfloat16 (no loss scaling needed: bf16 has float32's exponent range). It is
       emulated, and slower than float32, on GPUs before Ampere and CPUs without native bf16; the
       note says so and names the faster choice.
@@ -75,16 +76,10 @@ def choose_precision(precision, gpu_capabilities, cpu_flags) -> Precision:
     if precision == 16:
         if gpu_capabilities:
             return Precision('mixed_float16')
-        if has_bf16:
-            return Precision(
-                'mixed_bfloat16',
-                'No GPU found: running precision 16 as bf16 (mixed_bfloat16) on this CPU\'s '
-                'native bf16 units.',
-            )
+        bf16 = ' (this CPU has native bf16: --precision bf16 uses it)' if has_bf16 else ''
         return Precision(
             'float32',
-            'No GPU found: running precision 16 as 32 (float16 is 20-35x slower on a CPU, and this '
-            'CPU has no native bf16).',
+            f'No GPU found: running precision 16 as 32 (float16 is 20-35x slower on a CPU){bf16}.',
         )
     if precision == 'bf16':
         if gpu_capabilities:
@@ -108,9 +103,10 @@ def choose_precision(precision, gpu_capabilities, cpu_flags) -> Precision:
 def use_xla(xla, gpu_capabilities) -> bool:
     """Whether to compile the train step with XLA for the config's `xla` (True, False or 'auto').
 
-    auto: on where a GPU is visible (the update's hundreds of small kernels are launch-bound
-    there), off on a CPU, where XLA measured no faster than TensorFlow's own kernels with oneDNN
-    and its first compile is minutes longer (benchmarks/README.md).
+    The default is False, as the original. auto: on where a GPU is visible (where the update's
+    hundreds of small kernels may be launch-bound; not measured here), off on a CPU, where XLA
+    measured no faster than TensorFlow's own kernels with oneDNN and its first compile is
+    minutes longer (benchmarks/README.md).
     """
     if xla == 'auto':
         return bool(gpu_capabilities)

@@ -83,13 +83,14 @@ def test_mixed_precision_update_is_finite(variant, monkeypatch):
 
 
 @pytest.mark.parametrize('variant', list(VARIANTS))
-def test_the_gpu_default_mixed_float16_under_xla_is_finite(variant, monkeypatch):
-    """What a GPU runs by default (precision 16, xla auto): mixed float16 with loss scaling in
-    an update compiled by XLA, simulated here by reporting a GPU to the set-up. Each variant:
+def test_mixed_float16_under_xla_is_finite_on_a_gpu(variant, monkeypatch):
+    """What a GPU runs with precision 16 and --xla auto: mixed float16 with loss scaling in an
+    update compiled by XLA, simulated here by reporting a GPU to the set-up. Each variant:
     their updates hold different ops, and XLA has no kernel for some TensorFlow ops."""
     monkeypatch.setattr(hardware, 'gpu_capabilities', lambda tf: [(8, 0)])
     try:
         flags = [*TINY, '--rssm.discrete', '0']
+        flags += ['--xla', 'auto']
         agent, config = tiny.tiny_agent(variant, flags, ACT, precision='16')
         assert config.xla == 'auto' and agent._train._jit_compile is True
         assert keras.mixed_precision.global_policy().name == 'mixed_float16'

@@ -144,8 +144,8 @@ AMX = ['avx2', 'fma', 'avx512f', 'amx_bf16', 'amx_tile']
         (32, [], NO_BF16, 'float32', None),
         (32, [(8, 0)], AMX, 'float32', None),
         (16, [(7, 0)], NO_BF16, 'mixed_float16', None),
-        (16, [], AMX, 'mixed_bfloat16', 'as bf16'),
-        (16, [], ['avx512_bf16'], 'mixed_bfloat16', 'as bf16'),
+        (16, [], AMX, 'float32', '--precision bf16 uses it'),
+        (16, [], ['avx512_bf16'], 'float32', '--precision bf16 uses it'),
         (16, [], NO_BF16, 'float32', 'as 32'),
         ('bf16', [(8, 6)], NO_BF16, 'mixed_bfloat16', None),
         ('bf16', [(7, 5)], NO_BF16, 'mixed_bfloat16', '--precision 16 is faster'),
@@ -212,7 +212,8 @@ def test_xla_auto_is_on_with_a_gpu_only(xla, gpus, compiled):
 
 def test_xla_is_auto_true_or_false_in_the_config():
     variant = registry.get('dreamer')
-    assert config_lib.load([], variant.dir).xla == 'auto'
+    assert config_lib.load([], variant.dir).xla is False  # as the original
+    assert config_lib.load(['--xla', 'auto'], variant.dir).xla == 'auto'
     assert config_lib.load(['--xla', 'True'], variant.dir).xla is True
     assert config_lib.load(['--xla', 'false'], variant.dir).xla is False
     with pytest.raises(ConfigError, match='xla'):
@@ -221,4 +222,4 @@ def test_xla_is_auto_true_or_false_in_the_config():
 
 def test_the_default_update_is_not_xla_compiled_without_a_gpu():
     agent, config = tiny.tiny_agent('dreamer')
-    assert config.xla == 'auto' and agent._train._jit_compile is None
+    assert config.xla is False and agent._train._jit_compile is None
