@@ -9,7 +9,8 @@ Defaults measure the plain path: the variant's published standard-DMC blocks and
 float32 and XLA off (not the config's precision 16). It times the first update (tracing and
 compilation included), `--warmup` untimed updates, then `--updates` timed ones; prints a table
 and writes JSON (median and min seconds per update, compile seconds, peak RSS, batch, length,
-precision, xla, CPU model and the CPU's bf16/AMX/AVX-512 flags). Run it alone on the machine.
+precision, xla, CPU model and the CPU's bf16/AMX/AVX-512 flags; where a GPU is visible, its peak
+memory). Run it alone on the machine.
 ../shared/original/bench_side_by_side.py calls this command for the project side.
 """
 
@@ -97,7 +98,7 @@ def measure(args) -> dict:
     model, flags = hardware.cpu_info()
     import tf_keras as keras
 
-    return {
+    result = {
         'variant': variant.name,
         'configs': list(config.configs),
         'batch': int(config.dataset.batch),
@@ -119,6 +120,9 @@ def measure(args) -> dict:
         'cpu_model': model,
         'cpu_flags': flags,
     }
+    if tf.config.list_physical_devices('GPU'):  # only there: the CPU result keeps its fields
+        result['peak_gpu_mb'] = tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**20
+    return result
 
 
 def main(argv=None):

@@ -344,7 +344,6 @@ class Loop:
 
     def run_state(self):
         """What `resume` needs to go on exactly from here (see runstate.py)."""
-        to_numpy = lambda nest: _nest_to_numpy(nest)
         replay_rng = {
             'train': self.train_replay.rng_state(self.train_data and self.train_data.used),
             'eval': self.eval_replay.rng_state(self.eval_data and self.eval_data.used),
@@ -368,8 +367,8 @@ class Loop:
                 mode: agent.rng_state() for mode, agent in self.random_agents.items()
             },
             'drivers': {
-                'train': self.train_driver.get_state(to_numpy),
-                'eval': self.eval_driver.get_state(to_numpy),
+                'train': self.train_driver.get_state(_nest_to_numpy),
+                'eval': self.eval_driver.get_state(_nest_to_numpy),
             },
         }
 
