@@ -230,8 +230,7 @@ class Replay:
         # The generator's state after each batch drawn since `dataset` or `batches` began: a
         # prefetching dataset draws ahead of the updates, and a checkpoint must hold the state
         # after the last batch an update used (`rng_state(used)`).
-        self._drawn = 0
-        self._states = collections.OrderedDict({0: self._rng.bit_generator.state})
+        self._restart_count()
         self._episodes = []  # oldest first
         self._eligible = {}  # window length -> indices of episodes long enough
         self._reference = None  # the keys, dtypes and step shapes every episode must have

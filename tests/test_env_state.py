@@ -17,15 +17,6 @@ SEED, OTHER = 1, 7
 KEYS = ('image', 'reward', 'discount', 'reset', 'done')
 
 
-@pytest.fixture
-def opened():
-    """Envs appended here are closed after the test, whether it passed or not."""
-    made = []
-    yield made
-    for env in made:
-        env.close()
-
-
 def make(opened, task, seed, blocks=('dmc',), time_limit=24, flags=()):
     argv = ['--configs', 'defaults', *blocks, '--task', task, '--time_limit', str(time_limit)]
     config = build.load_config('dreamer', argv + list(flags))

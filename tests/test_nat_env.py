@@ -40,15 +40,6 @@ def folders(tmp_path_factory):
     return fx.make_video_dir(root / 'a', TRAIN), fx.make_video_dir(root / 'b', TEST)
 
 
-@pytest.fixture
-def opened():
-    """Envs appended here are closed after the test, whether it passed or not."""
-    made = []
-    yield made
-    for env in made:
-        env.close()
-
-
 def load_config(task, *flags):
     return config_lib.load(
         ['--task', task, '--configs', 'defaults', 'dmc', *flags], VARIANT_ROOT / 'dreamerv2'
